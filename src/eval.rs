@@ -1,0 +1,121 @@
+//! `mnist-cnn eval`: loss, accuracy, per-class accuracy and the confusion
+//! matrix on the test set, as Keras's `model.evaluate` reports them and more.
+
+use burn::tensor::Device;
+use serde::Serialize;
+
+use crate::data::Split;
+use crate::idx::CLASSES;
+use crate::model::{Batch, Cnn};
+
+/// The model's answer for one image.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prediction {
+    pub predicted: u8,
+    /// Softmax probability of the predicted class.
+    pub confidence: f32,
+}
+
+/// The results of evaluating a model on a data set.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// Mean categorical cross-entropy.
+    pub loss: f64,
+    pub accuracy: f64,
+    pub count: usize,
+    /// Accuracy on the images of each true class 0-9.
+    pub per_class_accuracy: Vec<f64>,
+    /// `confusion_matrix[true][predicted]` = number of images.
+    pub confusion_matrix: Vec<Vec<usize>>,
+    #[serde(skip)]
+    pub predictions: Vec<Prediction>,
+}
+
+/// Runs the model over `data` in batches of `batch_size`.
+pub fn evaluate(model: &Cnn, data: &Split, batch_size: usize, device: &Device) -> Evaluation {
+    let batch_size = batch_size.max(1);
+    let indices: Vec<usize> = (0..data.len()).collect();
+    let mut predictions = Vec::with_capacity(data.len());
+    let mut loss_sum = 0.0f64;
+    let mut confusion = vec![vec![0usize; CLASSES]; CLASSES];
+    for chunk in indices.chunks(batch_size) {
+        let batch = Batch::new(&data.images, chunk, device);
+        let probs = model.probabilities(&batch).into_data();
+        let probs = probs.as_slice::<f32>().expect("probabilities are f32");
+        for (row, &i) in probs.chunks_exact(CLASSES).zip(chunk) {
+            let label = data.labels[i] as usize;
+            let (predicted, &confidence) = row
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .expect("ten classes");
+            // Keras clips probabilities to [1e-7, 1 - 1e-7] before the log.
+            loss_sum -= (row[label].clamp(1e-7, 1.0 - 1e-7) as f64).ln();
+            confusion[label][predicted] += 1;
+            predictions.push(Prediction {
+                predicted: predicted as u8,
+                confidence,
+            });
+        }
+    }
+    let count = data.len();
+    let correct: usize = (0..CLASSES).map(|c| confusion[c][c]).sum();
+    let per_class_accuracy = (0..CLASSES)
+        .map(|c| {
+            let total: usize = confusion[c].iter().sum();
+            if total == 0 {
+                0.0
+            } else {
+                confusion[c][c] as f64 / total as f64
+            }
+        })
+        .collect();
+    Evaluation {
+        loss: loss_sum / count.max(1) as f64,
+        accuracy: correct as f64 / count.max(1) as f64,
+        count,
+        per_class_accuracy,
+        confusion_matrix: confusion,
+        predictions,
+    }
+}
+
+impl Evaluation {
+    /// The line Keras's `evaluate` prints.
+    pub fn summary_line(&self) -> String {
+        format!("loss: {:.4} - accuracy: {:.4}", self.loss, self.accuracy)
+    }
+
+    /// Per-class accuracy and the confusion matrix, for people.
+    pub fn report(&self) -> String {
+        let mut out = String::from("\nper-class accuracy:\n");
+        for (c, acc) in self.per_class_accuracy.iter().enumerate() {
+            let total: usize = self.confusion_matrix[c].iter().sum();
+            out.push_str(&format!("  {c}: {acc:.4} ({total} images)\n"));
+        }
+        out.push_str("\nconfusion matrix (rows: true label, columns: predicted):\n      ");
+        for c in 0..CLASSES {
+            out.push_str(&format!("{c:>6}"));
+        }
+        out.push('\n');
+        for (c, row) in self.confusion_matrix.iter().enumerate() {
+            out.push_str(&format!("  {c:>2}: "));
+            for n in row {
+                out.push_str(&format!("{n:>6}"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Indices of the images the model got wrong, in data-set order.
+    pub fn misclassified(&self, labels: &[u8]) -> Vec<usize> {
+        self.predictions
+            .iter()
+            .zip(labels)
+            .enumerate()
+            .filter(|(_, (p, l))| p.predicted != **l)
+            .map(|(i, _)| i)
+            .collect()
+    }
+}

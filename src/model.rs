@@ -1,0 +1,321 @@
+//! The tutorial's network, as a Burn module:
+//! Conv2d 1→32 3×3 valid, ReLU → MaxPool 2×2 stride 1 → Dropout 0.25 →
+//! Flatten → Dense 128 ReLU → Dense 10 softmax.
+//!
+//! The forward pass is written for speed on a CPU without changing what it
+//! computes (`forward_reference` computes the same with Burn's stock conv and
+//! pool ops, and the tests hold the two together):
+//! - the 3×3 single-channel convolution is one matmul of im2col patches,
+//!   which are cut from the u8 pixels while the batch is built;
+//! - activations are kept channels-last (Keras's own layout, so the flatten
+//!   order matches Keras too), and the stride-1 2×2 max-pool is the max of
+//!   shifted slices, done one axis at a time;
+//! - bias and ReLU come after the pool: both are monotonic per channel, so
+//!   `relu(max(a) + b) == max(relu(a + b))`, on 7% fewer values.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::store::ModuleRecord;
+use burn::tensor::activation::{relu, softmax};
+use burn::tensor::ops::MaxPoolOptions;
+use burn::tensor::{Bytes, Device, Tensor, TensorData, s};
+use rand::Rng;
+use rand::rngs::SmallRng;
+use thiserror::Error;
+
+use crate::idx::{CLASSES, Images, SIDE};
+
+/// Convolution filters.
+pub const FILTERS: usize = 32;
+/// Side of the convolution kernel.
+pub const KERNEL: usize = 3;
+/// Side of the convolution output (valid padding).
+pub const CONV_SIDE: usize = SIDE - KERNEL + 1;
+/// Side of the max-pool output (2×2, stride 1).
+pub const POOL_SIDE: usize = CONV_SIDE - 1;
+/// Features entering the dense layers: 25 × 25 × 32.
+pub const FEATURES: usize = POOL_SIDE * POOL_SIDE * FILTERS;
+/// Units of the hidden dense layer.
+pub const HIDDEN: usize = 128;
+/// Fraction of features dropped while training.
+pub const DROPOUT: f64 = 0.25;
+/// Parameters of the convolution: 3×3 weights and a bias per filter.
+pub const CONV_PARAMS: usize = KERNEL * KERNEL * FILTERS + FILTERS;
+/// Parameters of the hidden dense layer.
+pub const HIDDEN_PARAMS: usize = FEATURES * HIDDEN + HIDDEN;
+/// Parameters of the output layer.
+pub const OUTPUT_PARAMS: usize = HIDDEN * CLASSES + CLASSES;
+/// All parameters: 2,561,738.
+pub const PARAMETERS: usize = CONV_PARAMS + HIDDEN_PARAMS + OUTPUT_PARAMS;
+/// A short name of the architecture, stored with every model.
+pub const ARCHITECTURE: &str =
+    "conv2d(32,3x3,valid,relu)-maxpool(2x2,s1)-dropout(0.25)-flatten-dense(128,relu)-dense(10,softmax)";
+
+/// Why a model file could not be used.
+#[derive(Debug, Error)]
+pub enum ModelError {
+    #[error("model file {} not found: train one with `mnist-cnn train --model {}`", path.display(), stem.display())]
+    Missing { path: PathBuf, stem: PathBuf },
+    #[error("cannot read model file {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("model file {} is corrupt or not a model file ({reason}); retrain with `mnist-cnn train`", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("model file {} holds another architecture ({reason}); retrain with `mnist-cnn train`", path.display())]
+    Architecture { path: PathBuf, reason: String },
+    #[error("cannot save model to {}: {reason}", path.display())]
+    Save { path: PathBuf, reason: String },
+}
+
+/// The network.
+#[derive(Module, Debug)]
+pub struct Cnn {
+    conv: Conv2d,
+    hidden: Linear,
+    output: Linear,
+}
+
+/// A batch ready for the network: im2col patches and the labels.
+pub struct Batch {
+    /// `[n × 26 × 26, 9]`: for each output pixel, the 3×3 input window, scaled to [0, 1].
+    pub patches: Tensor<2>,
+    /// Number of images.
+    pub len: usize,
+}
+
+impl Batch {
+    /// Cuts the im2col patches of the chosen images straight from their u8
+    /// pixels, so no f32 copy of the whole data set ever exists.
+    pub fn new(images: &Images, indices: &[usize], device: &Device) -> Self {
+        let n = indices.len();
+        let mut patches = Vec::with_capacity(n * CONV_SIDE * CONV_SIDE * KERNEL * KERNEL);
+        for &i in indices {
+            let img = images.image(i);
+            for y in 0..CONV_SIDE {
+                for x in 0..CONV_SIDE {
+                    for dy in 0..KERNEL {
+                        let row = (y + dy) * SIDE + x;
+                        patches.extend(img[row..row + KERNEL].iter().map(|&p| p as f32 / 255.0));
+                    }
+                }
+            }
+        }
+        let shape = [n * CONV_SIDE * CONV_SIDE, KERNEL * KERNEL];
+        Self {
+            patches: Tensor::from_data(TensorData::new(patches, shape), device),
+            len: n,
+        }
+    }
+}
+
+/// The chosen images as an `[n, 1, 28, 28]` tensor scaled to [0, 1].
+pub fn images_tensor(images: &Images, indices: &[usize], device: &Device) -> Tensor<4> {
+    let pixels: Vec<f32> = indices
+        .iter()
+        .flat_map(|&i| images.image(i).iter().map(|&p| p as f32 / 255.0))
+        .collect();
+    Tensor::from_data(
+        TensorData::new(pixels, [indices.len(), 1, SIDE, SIDE]),
+        device,
+    )
+}
+
+impl Cnn {
+    /// A new network with Keras's initialisation (Glorot-uniform weights,
+    /// zero biases), drawn from `rng` so that a seed fixes it on any backend.
+    pub fn new(device: &Device, rng: &mut SmallRng) -> Self {
+        let mut conv = Conv2dConfig::new([1, FILTERS], [KERNEL, KERNEL])
+            .with_initializer(Initializer::Zeros)
+            .init(device);
+        let k = KERNEL * KERNEL;
+        conv.weight = glorot(rng, [FILTERS, 1, KERNEL, KERNEL], k, k * FILTERS, device);
+        let dense = |d_in: usize, d_out: usize, rng: &mut SmallRng| {
+            let mut layer = LinearConfig::new(d_in, d_out)
+                .with_initializer(Initializer::Zeros)
+                .init(device);
+            layer.weight = glorot(rng, [d_in, d_out], d_in, d_out, device);
+            layer
+        };
+        let hidden = dense(FEATURES, HIDDEN, rng);
+        let output = dense(HIDDEN, CLASSES, rng);
+        Self {
+            conv,
+            hidden,
+            output,
+        }
+    }
+
+    /// Logits `[n, 10]`. `dropout_mask` (`[n, 20000]`, entries 0 or
+    /// 1/(1-p)) is given while training and `None` for inference.
+    pub fn forward(&self, batch: &Batch, dropout_mask: Option<Tensor<2>>) -> Tensor<2> {
+        let n = batch.len;
+        let weight = self.conv.weight.val().reshape([FILTERS, KERNEL * KERNEL]);
+        let conv = batch
+            .patches
+            .clone()
+            .matmul(weight.transpose())
+            .reshape([n, CONV_SIDE, CONV_SIDE, FILTERS]);
+        let rows = conv
+            .clone()
+            .slice(s![.., 0..POOL_SIDE])
+            .max_pair(conv.slice(s![.., 1..CONV_SIDE]));
+        let pooled = rows
+            .clone()
+            .slice(s![.., .., 0..POOL_SIDE])
+            .max_pair(rows.slice(s![.., .., 1..CONV_SIDE]));
+        let bias = self.conv_bias().reshape([1, 1, 1, FILTERS]);
+        let features = relu(pooled + bias).reshape([n, FEATURES]);
+        self.dense(features, dropout_mask)
+    }
+
+    /// The same function computed with Burn's stock `conv2d` and
+    /// `max_pool2d` (channels-first, then permuted to Keras's flatten order).
+    /// Slow; kept as the yardstick the fast path is tested against.
+    pub fn forward_reference(&self, images: Tensor<4>, dropout_mask: Option<Tensor<2>>) -> Tensor<2> {
+        let n = images.dims()[0];
+        let conv = relu(self.conv.forward(images));
+        let pooled = burn::tensor::module::max_pool2d(conv, MaxPoolOptions::new([2, 2]).with_stride([1, 1]));
+        let features = pooled.permute([0, 2, 3, 1]).reshape([n, FEATURES]);
+        self.dense(features, dropout_mask)
+    }
+
+    fn dense(&self, features: Tensor<2>, dropout_mask: Option<Tensor<2>>) -> Tensor<2> {
+        let features = match dropout_mask {
+            Some(mask) => features * mask,
+            None => features,
+        };
+        let hidden = relu(self.hidden.forward(features));
+        self.output.forward(hidden)
+    }
+
+    fn conv_bias(&self) -> Tensor<1> {
+        self.conv
+            .bias
+            .as_ref()
+            .expect("the convolution is built with a bias")
+            .val()
+    }
+
+    /// Class probabilities `[n, 10]` for inference.
+    pub fn probabilities(&self, batch: &Batch) -> Tensor<2> {
+        softmax(self.forward(batch, None), 1)
+    }
+
+    /// The table Keras's `model.summary()` prints: layer, output shape, parameters.
+    pub fn summary_text() -> String {
+        let rows = [
+            ("conv2d (Conv2D)", "(None, 26, 26, 32)", CONV_PARAMS),
+            ("max_pooling2d (MaxPooling2D)", "(None, 25, 25, 32)", 0),
+            ("dropout (Dropout)", "(None, 25, 25, 32)", 0),
+            ("flatten (Flatten)", "(None, 20000)", 0),
+            ("dense (Dense)", "(None, 128)", HIDDEN_PARAMS),
+            ("dense_1 (Dense)", "(None, 10)", OUTPUT_PARAMS),
+        ];
+        let line = "_".repeat(65);
+        let rule = "=".repeat(65);
+        let mut out = format!(
+            "Model: \"sequential\"\n{line}\n {:<28} {:<25} Param #\n{rule}\n",
+            "Layer (type)", "Output Shape"
+        );
+        for (layer, shape, params) in rows {
+            out.push_str(&format!(" {layer:<28} {shape:<25} {}\n", group_digits(params)));
+        }
+        let total = group_digits(PARAMETERS);
+        out.push_str(&format!(
+            "{rule}\nTotal params: {total}\nTrainable params: {total}\nNon-trainable params: 0\n{line}"
+        ));
+        out
+    }
+
+    /// Saves the weights to `path` atomically (temp file + rename).
+    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
+        let err = |reason: String| ModelError::Save {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let bytes = self
+            .clone()
+            .into_record()
+            .into_bytes()
+            .map_err(|e| err(e.to_string()))?;
+        crate::download::write_atomically(path, &bytes).map_err(|e| err(e.to_string()))
+    }
+
+    /// Loads weights saved by [`Cnn::save`], with errors that say what to do.
+    pub fn load(path: &Path, device: &Device) -> Result<Self, ModelError> {
+        let bytes = fs::read(path).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                ModelError::Missing {
+                    path: path.to_path_buf(),
+                    stem: path.with_extension(""),
+                }
+            } else {
+                ModelError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| ModelError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let mut rng = rand::SeedableRng::seed_from_u64(0);
+        Cnn::new(device, &mut rng)
+            .try_load_record(record)
+            .map_err(|e| ModelError::Architecture {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+/// Glorot-uniform: U(-l, l) with l = sqrt(6 / (fan_in + fan_out)), as Keras.
+fn glorot<const D: usize>(
+    rng: &mut SmallRng,
+    shape: [usize; D],
+    fan_in: usize,
+    fan_out: usize,
+    device: &Device,
+) -> Param<Tensor<D>> {
+    let limit = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+    let len = shape.iter().product();
+    let values: Vec<f32> = (0..len).map(|_| rng.random_range(-limit..limit)).collect();
+    Param::from_data(TensorData::new(values, shape), device)
+}
+
+/// Draws an inverted-dropout mask `[n, 20000]`: each entry 0 with probability
+/// [`DROPOUT`], else 1/(1-p), so that inference needs no rescaling.
+pub fn dropout_mask(rng: &mut SmallRng, n: usize, device: &Device) -> Tensor<2> {
+    let keep = (1.0 / (1.0 - DROPOUT)) as f32;
+    // One 32-bit draw per entry compared against p·2³²: cheap and unbiased enough
+    // (the threshold is exact for p = 0.25).
+    let threshold = (DROPOUT * (1u64 << 32) as f64) as u32;
+    let mut mask = Vec::with_capacity(n * FEATURES);
+    while mask.len() < n * FEATURES {
+        let bits: u64 = rng.random();
+        for word in [bits as u32, (bits >> 32) as u32] {
+            mask.push(if word < threshold { 0.0 } else { keep });
+        }
+    }
+    mask.truncate(n * FEATURES);
+    Tensor::from_data(TensorData::new(mask, [n, FEATURES]), device)
+}
+
+fn group_digits(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -1,0 +1,168 @@
+//! Helpers shared by the integration tests: loopback HTTP servers, small
+//! valid MNIST-shaped fixtures, and the real data set when it is available.
+#![allow(dead_code)] // Each test crate uses a different subset.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use mnist_cnn::download::{FileSpec, sha256_hex};
+use mnist_cnn::idx::{self, PIXELS};
+
+/// The real MNIST .gz files beside the repository, if present. In CI they
+/// must be: a missing folder there is a failure, not a silent skip.
+pub fn real_mnist() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/mnist");
+    if dir.join("train-images-idx3-ubyte.gz").is_file() {
+        Some(dir)
+    } else if std::env::var_os("CI").is_some() {
+        panic!("CI must provide the real MNIST files at {}", dir.display());
+    } else {
+        eprintln!("note: {} absent; using synthetic data", dir.display());
+        None
+    }
+}
+
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::new(), Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// A small data set in the MNIST layout: decompressed bytes by file name.
+pub struct Fixture {
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+impl Fixture {
+    /// `n_train` and `n_test` synthetic, learnable digits: class `c` is a
+    /// bright bar at a class-specific place plus noise.
+    pub fn synthetic(n_train: usize, n_test: usize) -> Self {
+        let (train_x, train_y) = synthetic_digits(n_train, 1);
+        let (test_x, test_y) = synthetic_digits(n_test, 2);
+        Self {
+            files: vec![
+                ("train-images-idx3-ubyte".into(), idx::encode_images(&train_x)),
+                ("train-labels-idx1-ubyte".into(), idx::encode_labels(&train_y)),
+                ("t10k-images-idx3-ubyte".into(), idx::encode_images(&test_x)),
+                ("t10k-labels-idx1-ubyte".into(), idx::encode_labels(&test_y)),
+            ],
+        }
+    }
+
+    /// File specs whose checksums match these fixtures.
+    pub fn specs(&self) -> Vec<FileSpec> {
+        self.files
+            .iter()
+            .map(|(name, bytes)| FileSpec::new(name, &sha256_hex(bytes)))
+            .collect()
+    }
+
+    /// Writes the fixtures gzipped into `dir`, as a mirror holds them.
+    pub fn write_gz(&self, dir: &Path) {
+        for (name, bytes) in &self.files {
+            std::fs::write(dir.join(format!("{name}.gz")), gzip(bytes)).unwrap();
+        }
+    }
+
+    /// Writes the fixtures decompressed into `dir`, as `download` stores them.
+    pub fn write_raw(&self, dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        for (name, bytes) in &self.files {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+
+    pub fn gz_by_path(&self) -> Vec<(String, Vec<u8>)> {
+        self.files
+            .iter()
+            .map(|(name, bytes)| (format!("/{name}.gz"), gzip(bytes)))
+            .collect()
+    }
+}
+
+fn synthetic_digits(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut pixels = vec![0u8; n * PIXELS];
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let class = (next() % 10) as usize;
+        labels.push(class as u8);
+        let img = &mut pixels[i * PIXELS..(i + 1) * PIXELS];
+        for p in img.iter_mut() {
+            *p = (next() % 60) as u8;
+        }
+        // A 3-pixel-thick horizontal bar for classes 0-4, vertical for 5-9.
+        let pos = 3 + (class % 5) * 5;
+        for a in pos..pos + 3 {
+            for b in 4..24 {
+                let (y, x) = if class < 5 { (a, b) } else { (b, a) };
+                img[y * 28 + x] = 200 + (next() % 56) as u8;
+            }
+        }
+    }
+    (pixels, labels)
+}
+
+/// An HTTP server on 127.0.0.1 answering each path with the given bytes and
+/// 404 otherwise; lives as long as the test process. Returns its base URL.
+pub fn serve(files: Vec<(String, Vec<u8>)>) -> String {
+    serve_with(move |path| match files.iter().find(|(p, _)| p == path) {
+        Some((_, bytes)) => (200, bytes.clone()),
+        None => (404, b"not found".to_vec()),
+    })
+}
+
+/// An HTTP server on 127.0.0.1 whose answer (status, body) a closure picks.
+pub fn serve_with(handler: impl Fn(&str) -> (u16, Vec<u8>) + Send + Sync + 'static) -> String {
+    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+    let url = format!("http://{}/", server.server_addr().to_ip().unwrap());
+    thread::spawn(move || {
+        for request in server.incoming_requests() {
+            let (status, body) = handler(request.url());
+            let _ = request.respond(tiny_http::Response::from_data(body).with_status_code(status));
+        }
+    });
+    url
+}
+
+/// A raw TCP server on 127.0.0.1 that hands every connection to `handle`
+/// (for misbehaviour tiny_http will not produce). Returns its base URL.
+pub fn serve_raw(handle: impl Fn(TcpStream) + Send + Sync + 'static) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let handle = Arc::new(handle);
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let handle = handle.clone();
+            thread::spawn(move || handle(stream));
+        }
+    });
+    url
+}
+
+/// Reads an HTTP request's head from `stream` (enough to answer it).
+pub fn read_request(stream: &mut TcpStream) {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut seen = Vec::new();
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
