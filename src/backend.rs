@@ -18,7 +18,8 @@ pub fn device() -> Device {
         Device::flex()
     }
     #[cfg(all(feature = "ndarray", not(feature = "flex")))]
-    #[allow(deprecated)] // Burn deprecates ndarray in favour of flex; it stays as the design's option.
+    #[allow(deprecated)]
+    // Burn deprecates ndarray in favour of flex; it stays as the design's option.
     {
         Device::ndarray()
     }

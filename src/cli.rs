@@ -183,7 +183,10 @@ fn download(args: &DownloadArgs) -> Result<()> {
 /// Loads one part of the data, downloading the data set first when absent.
 fn load_or_download(dir: &Path, mirror: &MirrorArgs, part: Part) -> Result<data::Split> {
     if !data::is_present(dir) {
-        eprintln!("{} has no MNIST data yet: downloading it first", dir.display());
+        eprintln!(
+            "{} has no MNIST data yet: downloading it first",
+            dir.display()
+        );
         downloader(mirror, false).run(dir)?;
     }
     Ok(data::load(dir, part)?)
@@ -232,7 +235,11 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn evaluate_saved(dir: &Path, model: &ModelArgs, batch_size: usize) -> Result<(Evaluation, data::Split)> {
+fn evaluate_saved(
+    dir: &Path,
+    model: &ModelArgs,
+    batch_size: usize,
+) -> Result<(Evaluation, data::Split)> {
     if batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
@@ -260,11 +267,17 @@ fn misclassified_cmd(args: &MisclassifiedArgs) -> Result<()> {
     let mistakes = misclassified::pick(&evaluation, &test, count, args.seed);
     let total = evaluation.misclassified(&test.labels).len();
     if let Some(n) = count.filter(|&n| n > total) {
-        eprintln!("only {total} of {} test images are misclassified (asked for {n})", test.len());
+        eprintln!(
+            "only {total} of {} test images are misclassified (asked for {n})",
+            test.len()
+        );
     }
     if let Some(dir) = &args.png {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        for (m, path) in mistakes.iter().zip(misclassified::png_paths(dir, &mistakes)) {
+        for (m, path) in mistakes
+            .iter()
+            .zip(misclassified::png_paths(dir, &mistakes))
+        {
             misclassified::write_png(&path, test.images.image(m.index))?;
         }
     }
@@ -319,11 +332,9 @@ impl Progress for CliProgress {
         }
         let bar = ProgressBar::new(steps as u64);
         bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix} {pos}/{len} [{bar:30}] - ETA: {eta} - {msg}",
-            )
-            .expect("static template is valid")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{prefix} {pos}/{len} [{bar:30}] - ETA: {eta} - {msg}")
+                .expect("static template is valid")
+                .progress_chars("=> "),
         );
         bar.set_prefix(format!("Epoch {epoch}/{epochs}"));
         self.bar = Some(bar);

@@ -224,7 +224,10 @@ impl Downloader {
             path: dir.to_path_buf(),
             source,
         })?;
-        self.files.iter().map(|spec| self.ensure(dir, spec)).collect()
+        self.files
+            .iter()
+            .map(|spec| self.ensure(dir, spec))
+            .collect()
     }
 
     fn ensure(&self, dir: &Path, spec: &FileSpec) -> Result<Stored, DownloadError> {
@@ -242,7 +245,10 @@ impl Downloader {
                         outcome: Outcome::AlreadyPresent,
                     });
                 }
-                Err(e) => self.log(format!("{}: present but invalid ({e}); fetching", spec.name)),
+                Err(e) => self.log(format!(
+                    "{}: present but invalid ({e}); fetching",
+                    spec.name
+                )),
             }
         }
         let mut attempts = Vec::new();

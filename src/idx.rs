@@ -174,12 +174,7 @@ fn read_magic(bytes: &[u8], file: &str) -> Result<u32, IdxError> {
 }
 
 /// Validates magic and dimensions against the byte count and returns the dimensions.
-fn parse_header(
-    bytes: &[u8],
-    file: &str,
-    magic: u32,
-    ndims: usize,
-) -> Result<Vec<u32>, IdxError> {
+fn parse_header(bytes: &[u8], file: &str, magic: u32, ndims: usize) -> Result<Vec<u32>, IdxError> {
     let found = read_magic(bytes, file)?;
     if found != magic {
         return Err(IdxError::BadMagic {

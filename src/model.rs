@@ -52,8 +52,7 @@ pub const OUTPUT_PARAMS: usize = HIDDEN * CLASSES + CLASSES;
 /// All parameters: 2,561,738.
 pub const PARAMETERS: usize = CONV_PARAMS + HIDDEN_PARAMS + OUTPUT_PARAMS;
 /// A short name of the architecture, stored with every model.
-pub const ARCHITECTURE: &str =
-    "conv2d(32,3x3,valid,relu)-maxpool(2x2,s1)-dropout(0.25)-flatten-dense(128,relu)-dense(10,softmax)";
+pub const ARCHITECTURE: &str = "conv2d(32,3x3,valid,relu)-maxpool(2x2,s1)-dropout(0.25)-flatten-dense(128,relu)-dense(10,softmax)";
 
 /// Why a model file could not be used.
 #[derive(Debug, Error)]
@@ -177,10 +176,15 @@ impl Cnn {
     /// The same function computed with Burn's stock `conv2d` and
     /// `max_pool2d` (channels-first, then permuted to Keras's flatten order).
     /// Slow; kept as the yardstick the fast path is tested against.
-    pub fn forward_reference(&self, images: Tensor<4>, dropout_mask: Option<Tensor<2>>) -> Tensor<2> {
+    pub fn forward_reference(
+        &self,
+        images: Tensor<4>,
+        dropout_mask: Option<Tensor<2>>,
+    ) -> Tensor<2> {
         let n = images.dims()[0];
         let conv = relu(self.conv.forward(images));
-        let pooled = burn::tensor::module::max_pool2d(conv, MaxPoolOptions::new([2, 2]).with_stride([1, 1]));
+        let pooled =
+            burn::tensor::module::max_pool2d(conv, MaxPoolOptions::new([2, 2]).with_stride([1, 1]));
         let features = pooled.permute([0, 2, 3, 1]).reshape([n, FEATURES]);
         self.dense(features, dropout_mask)
     }
@@ -224,7 +228,10 @@ impl Cnn {
             "Layer (type)", "Output Shape"
         );
         for (layer, shape, params) in rows {
-            out.push_str(&format!(" {layer:<28} {shape:<25} {}\n", group_digits(params)));
+            out.push_str(&format!(
+                " {layer:<28} {shape:<25} {}\n",
+                group_digits(params)
+            ));
         }
         let total = group_digits(PARAMETERS);
         out.push_str(&format!(
@@ -262,9 +269,11 @@ impl Cnn {
                 }
             }
         })?;
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| ModelError::Corrupt {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
+        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {
+            ModelError::Corrupt {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            }
         })?;
         let mut rng = rand::SeedableRng::seed_from_u64(0);
         Cnn::new(device, &mut rng)

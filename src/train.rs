@@ -115,7 +115,9 @@ pub fn train(
         ));
     }
     if !(config.learning_rate > 0.0 && config.learning_rate.is_finite()) {
-        return Err(TrainError::Config("--learning-rate must be positive".into()));
+        return Err(TrainError::Config(
+            "--learning-rate must be positive".into(),
+        ));
     }
     if data.is_empty() {
         return Err(TrainError::Config("no training examples".into()));
@@ -151,7 +153,11 @@ pub fn train(
             loss_sum += loss.into_scalar::<f32>() as f64 * indices.len() as f64;
             correct += count_correct(logits, &labels);
             seen += indices.len();
-            progress.step(step + 1, loss_sum / seen as f64, correct as f64 / seen as f64);
+            progress.step(
+                step + 1,
+                loss_sum / seen as f64,
+                correct as f64 / seen as f64,
+            );
         }
         let stats = EpochStats {
             epoch,

@@ -23,7 +23,10 @@ fn fails_with(cmd: &mut Command, needle: &str) -> String {
         .lines()
         .find(|l| l.starts_with("error: "))
         .unwrap_or_else(|| panic!("no error line in: {stderr}"));
-    assert!(error_line.contains(needle), "{error_line:?} lacks {needle:?}");
+    assert!(
+        error_line.contains(needle),
+        "{error_line:?} lacks {needle:?}"
+    );
     stderr
 }
 
@@ -79,7 +82,10 @@ fn download_with_every_mirror_failing_says_why_per_mirror() {
             .arg(dir.path()),
         "could not get train-images-idx3-ubyte.gz from any mirror",
     );
-    assert!(stderr.contains(&format!("  {broken}: HTTP status 404")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("  {broken}: HTTP status 404")),
+        "{stderr}"
+    );
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
 }
 
@@ -117,8 +123,11 @@ fn bad_data_files_are_rejected_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let fixture = Fixture::synthetic(10, 10);
     fixture.write_raw(dir.path());
-    std::fs::write(dir.path().join("train-labels-idx1-ubyte"), b"\0\0\x08\x01\0\0\0\x02\x01\x0c")
-        .unwrap();
+    std::fs::write(
+        dir.path().join("train-labels-idx1-ubyte"),
+        b"\0\0\x08\x01\0\0\0\x02\x01\x0c",
+    )
+    .unwrap();
     fails_with(
         mnist_cnn()
             .args(["train", "--epochs", "1", "--data-dir"])

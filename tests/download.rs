@@ -43,9 +43,17 @@ fn fetches_verifies_and_stores_decompressed_files() {
     let dir = tempfile::tempdir().unwrap();
     let stored = downloader(&[&url], &fixture).run(dir.path()).unwrap();
     let shapes: Vec<Vec<usize>> = stored.iter().map(|s| s.shape.clone()).collect();
-    assert_eq!(shapes, [vec![20, 28, 28], vec![20], vec![10, 28, 28], vec![10]]);
+    assert_eq!(
+        shapes,
+        [vec![20, 28, 28], vec![20], vec![10, 28, 28], vec![10]]
+    );
     for (s, (name, bytes)) in stored.iter().zip(&fixture.files) {
-        assert_eq!(s.outcome, Outcome::Fetched { mirror: url.clone() });
+        assert_eq!(
+            s.outcome,
+            Outcome::Fetched {
+                mirror: url.clone()
+            }
+        );
         assert_eq!(&std::fs::read(dir.path().join(name)).unwrap(), bytes);
     }
     assert_eq!(entries(dir.path()).len(), 4, "no temp files left behind");
@@ -62,7 +70,11 @@ fn valid_files_are_not_fetched_again_unless_forced() {
     assert!(again.iter().all(|s| s.outcome == Outcome::AlreadyPresent));
     d.force = true;
     let forced = d.run(dir.path()).unwrap();
-    assert!(forced.iter().all(|s| matches!(s.outcome, Outcome::Fetched { .. })));
+    assert!(
+        forced
+            .iter()
+            .all(|s| matches!(s.outcome, Outcome::Fetched { .. }))
+    );
 }
 
 #[test]
@@ -88,7 +100,10 @@ fn first_mirror_failing_falls_through_to_the_second() {
     let stored = downloader(&[&broken, &good], &fixture)
         .run(dir.path())
         .unwrap();
-    assert!(stored.iter().all(|s| s.outcome == Outcome::Fetched { mirror: good.clone() }));
+    assert!(stored.iter().all(|s| s.outcome
+        == Outcome::Fetched {
+            mirror: good.clone()
+        }));
 }
 
 #[test]
@@ -109,7 +124,11 @@ fn every_kind_of_failure_is_reported_per_mirror() {
     let lines = failure_lines(err);
     assert_eq!(lines[0], "HTTP status 404");
     assert_eq!(lines[1], "HTTP status 403");
-    assert!(lines[2].starts_with("not a valid gzip stream"), "{}", lines[2]);
+    assert!(
+        lines[2].starts_with("not a valid gzip stream"),
+        "{}",
+        lines[2]
+    );
     assert!(lines[3].starts_with("checksum mismatch"), "{}", lines[3]);
     assert!(entries(dir.path()).is_empty(), "nothing written on failure");
 }
@@ -122,7 +141,11 @@ fn a_truncated_gzip_is_rejected() {
     let url = serve_with(move |_| (200, half.clone()));
     let dir = tempfile::tempdir().unwrap();
     let lines = failure_lines(downloader(&[&url], &fixture).run(dir.path()).unwrap_err());
-    assert!(lines[0].starts_with("not a valid gzip stream"), "{}", lines[0]);
+    assert!(
+        lines[0].starts_with("not a valid gzip stream"),
+        "{}",
+        lines[0]
+    );
 }
 
 #[test]
@@ -146,7 +169,11 @@ fn an_interrupted_download_leaves_no_file() {
         "{}",
         lines[0]
     );
-    assert!(entries(dir.path()).is_empty(), "no partial file: {:?}", entries(dir.path()));
+    assert!(
+        entries(dir.path()).is_empty(),
+        "no partial file: {:?}",
+        entries(dir.path())
+    );
 }
 
 #[test]
@@ -204,5 +231,9 @@ fn a_file_with_the_right_checksum_but_a_bad_header_is_rejected() {
         &mnist_cnn::download::sha256_hex(&bad),
     )];
     let lines = failure_lines(d.run(dir.path()).unwrap_err());
-    assert!(lines[0].starts_with("not a valid MNIST file"), "{}", lines[0]);
+    assert!(
+        lines[0].starts_with("not a valid MNIST file"),
+        "{}",
+        lines[0]
+    );
 }

@@ -47,8 +47,14 @@ impl Fixture {
         let (test_x, test_y) = synthetic_digits(n_test, 2);
         Self {
             files: vec![
-                ("train-images-idx3-ubyte".into(), idx::encode_images(&train_x)),
-                ("train-labels-idx1-ubyte".into(), idx::encode_labels(&train_y)),
+                (
+                    "train-images-idx3-ubyte".into(),
+                    idx::encode_images(&train_x),
+                ),
+                (
+                    "train-labels-idx1-ubyte".into(),
+                    idx::encode_labels(&train_y),
+                ),
                 ("t10k-images-idx3-ubyte".into(), idx::encode_images(&test_x)),
                 ("t10k-labels-idx1-ubyte".into(), idx::encode_labels(&test_y)),
             ],
@@ -165,4 +171,27 @@ pub fn read_request(stream: &mut TcpStream) {
             Ok(n) => seen.extend_from_slice(&buf[..n]),
         }
     }
+}
+
+/// A data folder for training tests: real MNIST (decompressed once per test
+/// binary through the downloader, from the local mirror) or, where that is
+/// absent outside CI, a synthetic set of the same layout.
+pub fn data_dir() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        match real_mnist() {
+            Some(mnist) => {
+                let mut d =
+                    mnist_cnn::download::Downloader::new(vec![mnist_cnn::download::Mirror::Local(
+                        mnist,
+                    )]);
+                d.quiet = true;
+                d.run(dir.path()).unwrap();
+            }
+            None => Fixture::synthetic(3000, 1000).write_raw(dir.path()),
+        }
+        dir
+    })
+    .path()
 }
