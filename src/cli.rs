@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::bench;
 use crate::data::{self, Part};
 use crate::download::{Downloader, MIRROR_ENV, Mirror, Outcome};
 use crate::eval::{self, Evaluation};
@@ -34,6 +35,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// List (and draw) test images the model gets wrong.
     Misclassified(MisclassifiedArgs),
+    /// Measure training and evaluation images/s and peak memory on the real data.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +139,27 @@ pub struct MisclassifiedArgs {
     pub batch_size: usize,
 }
 
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub mirror: MirrorArgs,
+    /// Timed training steps.
+    #[arg(long, default_value_t = 300)]
+    pub steps: usize,
+    /// Untimed training steps before them.
+    #[arg(long, default_value_t = 20)]
+    pub warmup: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 128)]
+    pub eval_batch_size: usize,
+    /// Print one JSON object instead of the report.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Runs the command the user asked for.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
@@ -143,6 +167,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train_cmd(&args),
         Command::Eval(args) => eval_cmd(&args),
         Command::Misclassified(args) => misclassified_cmd(&args),
+        Command::Bench(args) => bench_cmd(&args),
     }
 }
 
@@ -358,4 +383,30 @@ impl Progress for CliProgress {
             stats.epoch, stats.seconds, stats.loss, stats.accuracy
         );
     }
+}
+
+fn bench_cmd(args: &BenchArgs) -> Result<()> {
+    if args.steps == 0 || args.batch_size == 0 || args.eval_batch_size == 0 {
+        bail!("--steps, --batch-size and --eval-batch-size must be at least 1");
+    }
+    let dir = &args.data.data_dir;
+    let train = load_or_download(dir, &args.mirror, Part::Train)?;
+    let test = data::load(dir, Part::Test)?;
+    if train.len() < args.batch_size {
+        bail!("the training set has fewer than --batch-size images");
+    }
+    let config = bench::BenchConfig {
+        steps: args.steps,
+        warmup: args.warmup,
+        batch_size: args.batch_size,
+        eval_batch_size: args.eval_batch_size,
+        seed: 42,
+    };
+    let result = bench::run(&config, &train, &test, &crate::backend::device());
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        println!("{}", result.report());
+    }
+    Ok(())
 }

@@ -420,7 +420,13 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DownloadError> 
         path: path.to_path_buf(),
         source,
     };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".tmp-");
+    // Temp files are private (0600) by default; the result should get the
+    // usual permissions (0666 less the umask) like any file a tool writes.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder.tempfile_in(dir).map_err(err)?;
     tmp.write_all(bytes).map_err(err)?;
     tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
@@ -472,5 +478,14 @@ mod tests {
         write_atomically(&path, b"new content").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new content");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // The same permissions as any newly created file (not tempfile's 0600).
+            let usual = dir.path().join("usual");
+            fs::write(&usual, b"").unwrap();
+            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode();
+            assert_eq!(mode(&path), mode(&usual));
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! [`cli::run`].
 
 pub mod backend;
+pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod download;
@@ -12,4 +13,5 @@ pub mod eval;
 pub mod idx;
 pub mod misclassified;
 pub mod model;
+pub mod pool;
 pub mod train;

@@ -8,10 +8,10 @@
 //! - the 3×3 single-channel convolution is one matmul of im2col patches,
 //!   which are cut from the u8 pixels while the batch is built;
 //! - activations are kept channels-last (Keras's own layout, so the flatten
-//!   order matches Keras too), and the stride-1 2×2 max-pool is the max of
-//!   shifted slices, done one axis at a time;
-//! - bias and ReLU come after the pool: both are monotonic per channel, so
-//!   `relu(max(a) + b) == max(relu(a + b))`, on 7% fewer values.
+//!   order matches Keras too);
+//! - bias, ReLU and the stride-1 2×2 max-pool are one fused op with its own
+//!   backward ([`crate::pool`]). Bias and ReLU are applied after the max:
+//!   both are monotonic per channel, so `relu(max(a) + b) == max(relu(a + b))`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -22,12 +22,13 @@ use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::store::ModuleRecord;
 use burn::tensor::activation::{relu, softmax};
 use burn::tensor::ops::MaxPoolOptions;
-use burn::tensor::{Bytes, Device, Tensor, TensorData, s};
+use burn::tensor::{Bytes, Device, Tensor, TensorData};
 use rand::Rng;
 use rand::rngs::SmallRng;
 use thiserror::Error;
 
 use crate::idx::{CLASSES, Images, SIDE};
+use crate::pool;
 
 /// Convolution filters.
 pub const FILTERS: usize = 32;
@@ -160,16 +161,7 @@ impl Cnn {
             .clone()
             .matmul(weight.transpose())
             .reshape([n, CONV_SIDE, CONV_SIDE, FILTERS]);
-        let rows = conv
-            .clone()
-            .slice(s![.., 0..POOL_SIDE])
-            .max_pair(conv.slice(s![.., 1..CONV_SIDE]));
-        let pooled = rows
-            .clone()
-            .slice(s![.., .., 0..POOL_SIDE])
-            .max_pair(rows.slice(s![.., .., 1..CONV_SIDE]));
-        let bias = self.conv_bias().reshape([1, 1, 1, FILTERS]);
-        let features = relu(pooled + bias).reshape([n, FEATURES]);
+        let features = pool::bias_relu_max_pool(conv, self.conv_bias()).reshape([n, FEATURES]);
         self.dense(features, dropout_mask)
     }
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, SgdConfig};
+use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
@@ -122,16 +122,8 @@ pub fn train(
     if data.is_empty() {
         return Err(TrainError::Config("no training examples".into()));
     }
-    let device = device.clone().autodiff();
-    device.seed(config.seed);
-    // Separate streams, so that e.g. changing the epoch count does not change
-    // the initial weights.
-    let mut init_rng = SmallRng::seed_from_u64(config.seed);
-    let mut shuffle_rng = SmallRng::seed_from_u64(config.seed ^ 0x5eed_0001);
-    let mut dropout_rng = SmallRng::seed_from_u64(config.seed ^ 0x5eed_0002);
-
-    let mut model = Cnn::new(&device, &mut init_rng);
-    let mut optim = SgdConfig::new().init();
+    let mut trainer = Trainer::new(config, device);
+    let mut shuffle_rng = SmallRng::seed_from_u64(config.seed ^ SHUFFLE_STREAM);
     let mut order: Vec<usize> = (0..data.len()).collect();
     let steps = data.len().div_ceil(config.batch_size);
     let mut history = Vec::new();
@@ -142,22 +134,11 @@ pub fn train(
         order.shuffle(&mut shuffle_rng);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (step, indices) in order.chunks(config.batch_size).enumerate() {
-            let batch = Batch::new(&data.images, indices, &device);
-            let labels: Vec<u8> = indices.iter().map(|&i| data.labels[i]).collect();
-            let mask = model::dropout_mask(&mut dropout_rng, indices.len(), &device);
-            let logits = model.forward(&batch, Some(mask));
-            let loss = cross_entropy(logits.clone(), &labels, &device);
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(config.learning_rate, model, grads);
-
-            loss_sum += loss.into_scalar::<f32>() as f64 * indices.len() as f64;
-            correct += count_correct(logits, &labels);
+            let (loss, hits) = trainer.step(data, indices);
+            loss_sum += loss * indices.len() as f64;
+            correct += hits;
             seen += indices.len();
-            progress.step(
-                step + 1,
-                loss_sum / seen as f64,
-                correct as f64 / seen as f64,
-            );
+            progress.step(step + 1, loss_sum / seen as f64, correct as f64 / seen as f64);
         }
         let stats = EpochStats {
             epoch,
@@ -168,10 +149,71 @@ pub fn train(
         progress.epoch_end(&stats, config.epochs);
         history.push(stats);
         if let Some(paths) = paths {
-            save_checkpoint(&model, paths, config, data, &history)?;
+            save_checkpoint(trainer.model(), paths, config, data, &history)?;
         }
     }
-    Ok((model.valid(), history))
+    Ok((trainer.into_model(), history))
+}
+
+// Independent random streams derived from the one seed, so that e.g. the
+// number of epochs does not change the initial weights.
+const SHUFFLE_STREAM: u64 = 0x5eed_0001;
+const DROPOUT_STREAM: u64 = 0x5eed_0002;
+
+/// The network being trained with its optimiser: one SGD step at a time.
+/// Shared by `train` and the benchmark so that both time the same work.
+pub struct Trainer {
+    /// Always `Some` between steps; taken during one so that the optimiser
+    /// can update the weights in place (no second reference to them).
+    model: Option<Cnn>,
+    optim: ModuleOptimizer,
+    dropout_rng: SmallRng,
+    learning_rate: f64,
+    device: Device,
+}
+
+impl Trainer {
+    /// A freshly initialised network (weights from `config.seed`).
+    pub fn new(config: &TrainConfig, device: &Device) -> Self {
+        let device = device.clone().autodiff();
+        device.seed(config.seed);
+        let model = Cnn::new(&device, &mut SmallRng::seed_from_u64(config.seed));
+        Self {
+            model: Some(model),
+            optim: SgdConfig::new().init(),
+            dropout_rng: SmallRng::seed_from_u64(config.seed ^ DROPOUT_STREAM),
+            learning_rate: config.learning_rate,
+            device,
+        }
+    }
+
+    /// One SGD step on the examples at `indices`; returns the batch's mean
+    /// loss and how many it classified correctly (before the update).
+    pub fn step(&mut self, data: &Split, indices: &[usize]) -> (f64, usize) {
+        let batch = Batch::new(&data.images, indices, &self.device);
+        let labels: Vec<u8> = indices.iter().map(|&i| data.labels[i]).collect();
+        let mask = model::dropout_mask(&mut self.dropout_rng, indices.len(), &self.device);
+        let model = self.model.take().expect("model is present between steps");
+        let logits = model.forward(&batch, Some(mask));
+        let loss = cross_entropy(logits.clone(), &labels, &self.device);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let result = (
+            loss.into_scalar::<f32>() as f64,
+            count_correct(logits, &labels),
+        );
+        self.model = Some(self.optim.step(self.learning_rate, model, grads));
+        result
+    }
+
+    /// The network as it stands.
+    pub fn model(&self) -> &Cnn {
+        self.model.as_ref().expect("model is present between steps")
+    }
+
+    /// The trained network, for inference.
+    pub fn into_model(self) -> Cnn {
+        self.model().valid()
+    }
 }
 
 /// Mean categorical cross-entropy of `logits` against integer labels,
