@@ -12,6 +12,8 @@
 
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
@@ -87,10 +89,7 @@ impl<B: Backend> Backward<B, 2> for BiasReluMaxPoolBackward {
 }
 
 impl<B: Backend, C: CheckpointStrategy> PoolOps for Autodiff<B, C> {
-    fn bias_relu_max_pool(
-        conv: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
+    fn bias_relu_max_pool(conv: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         let device = conv.primitive().device();
         let prep = BiasReluMaxPoolBackward
             .prepare::<C>([conv.node(), bias.node()])
@@ -131,63 +130,88 @@ fn to_host<B: Backend>(tensor: FloatTensor<B>) -> (Vec<f32>, [usize; 4]) {
 }
 
 /// The forward pass on host slices: outputs and the winner codes.
+///
+/// Images are independent, so they are split across threads. Within one,
+/// the innermost loop runs over the channels of an output pixel, whose four
+/// window inputs are contiguous runs of `c` values: branch-free selects that
+/// the compiler vectorises. Ties go to the earliest position, as the
+/// reference's `max_pair`s may not; that only matters where the window's
+/// values are equal, e.g. blank background, where the conv's patches are all
+/// zero and so get no weight gradient either way.
 fn forward(conv: &[f32], [n, h, w, c]: [usize; 4], bias: &[f32]) -> (Vec<f32>, Vec<u8>) {
     let (oh, ow) = (h - 1, w - 1);
-    let mut out = vec![0.0f32; n * oh * ow * c];
+    let per_image = oh * ow * c;
+    let mut out = vec![0.0f32; n * per_image];
     let mut codes = vec![DEAD; out.len()];
     let row = w * c;
-    for b in 0..n {
-        let image = &conv[b * h * row..(b + 1) * h * row];
-        for y in 0..oh {
-            for x in 0..ow {
-                let at = (y * w + x) * c;
-                let windows = [at, at + c, at + row, at + row + c];
-                let o = ((b * oh + y) * ow + x) * c;
-                for ch in 0..c {
-                    let mut best = image[windows[0] + ch];
-                    let mut code = 0u8;
-                    for (k, &start) in windows.iter().enumerate().skip(1) {
-                        let v = image[start + ch];
-                        if v > best {
-                            best = v;
-                            code = k as u8;
-                        }
-                    }
-                    let v = best + bias[ch];
-                    if v > 0.0 {
-                        out[o + ch] = v;
-                        codes[o + ch] = code;
-                    }
+    out.par_chunks_mut(per_image)
+        .zip(codes.par_chunks_mut(per_image))
+        .zip(conv.par_chunks(h * row))
+        .for_each(|((out, codes), image)| {
+            let outputs = out.chunks_exact_mut(c).zip(codes.chunks_exact_mut(c));
+            for (pixel, (out, codes)) in outputs.enumerate() {
+                let at = (pixel / ow * w + pixel % ow) * c;
+                let window = |start: usize| &image[start..start + c];
+                let inputs = window(at)
+                    .iter()
+                    .zip(window(at + c))
+                    .zip(window(at + row))
+                    .zip(window(at + row + c))
+                    .zip(bias);
+                for ((out, code), ((((&a, &b), &c2), &d), &bias)) in
+                    out.iter_mut().zip(codes).zip(inputs)
+                {
+                    let (top, top_code) = if b > a { (b, 1) } else { (a, 0) };
+                    let (bottom, bottom_code) = if d > c2 { (d, 3) } else { (c2, 2) };
+                    let (best, best_code) = if bottom > top {
+                        (bottom, bottom_code)
+                    } else {
+                        (top, top_code)
+                    };
+                    let v = best + bias;
+                    let live = v > 0.0;
+                    *out = if live { v } else { 0.0 };
+                    *code = if live { best_code } else { DEAD };
                 }
             }
-        }
-    }
+        });
     (out, codes)
 }
 
 /// The backward pass: each live output's gradient goes to its window's
-/// winner and to its channel's bias.
+/// winner and to its channel's bias. Images are split across threads; the
+/// bias gradient is summed per image, then over images in order, so the
+/// result does not depend on the thread count.
 fn backward(grad: &[f32], winners: &Winners) -> (Vec<f32>, Vec<f32>) {
     let [n, h, w, c] = winners.shape;
     let (oh, ow) = (h - 1, w - 1);
-    let mut grad_conv = vec![0.0f32; n * h * w * c];
-    let mut grad_bias = vec![0.0f32; c];
+    let per_image = oh * ow * c;
     let row = w * c;
-    for b in 0..n {
-        for y in 0..oh {
-            for x in 0..ow {
-                let at = b * h * row + (y * w + x) * c;
+    let mut grad_conv = vec![0.0f32; n * h * row];
+    let bias_parts: Vec<Vec<f32>> = grad_conv
+        .par_chunks_mut(h * row)
+        .zip(grad.par_chunks(per_image))
+        .zip(winners.codes.par_chunks(per_image))
+        .map(|((grad_conv, grad), codes)| {
+            let mut grad_bias = vec![0.0f32; c];
+            let pixels = grad.chunks_exact(c).zip(codes.chunks_exact(c));
+            for (pixel, (grad, codes)) in pixels.enumerate() {
+                let at = (pixel / ow * w + pixel % ow) * c;
                 let windows = [at, at + c, at + row, at + row + c];
-                let o = ((b * oh + y) * ow + x) * c;
-                for ch in 0..c {
-                    let code = winners.codes[o + ch];
+                for (ch, (&g, &code)) in grad.iter().zip(codes).enumerate() {
                     if code != DEAD {
-                        let g = grad[o + ch];
                         grad_conv[windows[code as usize] + ch] += g;
                         grad_bias[ch] += g;
                     }
                 }
             }
+            grad_bias
+        })
+        .collect();
+    let mut grad_bias = vec![0.0f32; c];
+    for part in bias_parts {
+        for (total, v) in grad_bias.iter_mut().zip(part) {
+            *total += v;
         }
     }
     (grad_conv, grad_bias)

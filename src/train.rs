@@ -138,7 +138,11 @@ pub fn train(
             loss_sum += loss * indices.len() as f64;
             correct += hits;
             seen += indices.len();
-            progress.step(step + 1, loss_sum / seen as f64, correct as f64 / seen as f64);
+            progress.step(
+                step + 1,
+                loss_sum / seen as f64,
+                correct as f64 / seen as f64,
+            );
         }
         let stats = EpochStats {
             epoch,
