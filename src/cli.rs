@@ -3,6 +3,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -247,6 +248,7 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
         config.seed,
         crate::backend::NAME
     );
+    handle_ctrl_c();
     let mut progress = CliProgress::new();
     let (model, _history) = train::train(&data, &config, &device, Some(&paths), &mut progress)?;
     let test = data::load(dir, Part::Test)?;
@@ -335,6 +337,26 @@ fn misclassified_cmd(args: &MisclassifiedArgs) -> Result<()> {
     Ok(())
 }
 
+/// Set by the first Ctrl-C during training; the trainer stops before its
+/// next step, so no checkpoint is ever cut off halfway.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Exit status of a program stopped by Ctrl-C (128 + SIGINT).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// First Ctrl-C: finish the current step and stop cleanly. Second: quit now.
+fn handle_ctrl_c() {
+    let result = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::Relaxed) {
+            std::process::exit(EXIT_INTERRUPTED.into());
+        }
+        eprintln!("\nstopping after this step (Ctrl-C again to quit at once)");
+    });
+    if let Err(e) = result {
+        eprintln!("warning: cannot catch Ctrl-C: {e}");
+    }
+}
+
 /// Keras-style training progress: a bar per epoch on a terminal, one line per epoch always.
 struct CliProgress {
     bar: Option<ProgressBar>,
@@ -372,6 +394,10 @@ impl Progress for CliProgress {
                 bar.set_message(format!("loss: {loss:.4} - accuracy: {accuracy:.4}"));
             }
         }
+    }
+
+    fn should_stop(&self) -> bool {
+        INTERRUPTED.load(Ordering::Relaxed)
     }
 
     fn epoch_end(&mut self, stats: &EpochStats, epochs: usize) {

@@ -7,14 +7,19 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
-use mnist_cnn::cli::{Cli, run};
+use mnist_cnn::cli::{Cli, EXIT_INTERRUPTED, run};
+use mnist_cnn::train::TrainError;
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            if let Some(TrainError::Interrupted { .. }) = e.downcast_ref() {
+                ExitCode::from(EXIT_INTERRUPTED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

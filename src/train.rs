@@ -70,6 +70,19 @@ pub enum TrainError {
     Config(String),
     #[error(transparent)]
     Model(#[from] ModelError),
+    #[error("interrupted during epoch {epoch}; {}", checkpoint_note(.checkpoint))]
+    Interrupted {
+        epoch: usize,
+        /// The last complete checkpoint, if one was saved.
+        checkpoint: Option<PathBuf>,
+    },
+}
+
+fn checkpoint_note(checkpoint: &Option<PathBuf>) -> String {
+    match checkpoint {
+        Some(path) => format!("the last complete epoch is saved in {}", path.display()),
+        None => "no epoch was complete, so nothing was saved".into(),
+    }
 }
 
 /// Where a model's weights and metadata live, from the `--model` path.
@@ -94,6 +107,10 @@ pub trait Progress {
     fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
     fn step(&mut self, _step: usize, _loss: f64, _accuracy: f64) {}
     fn epoch_end(&mut self, _stats: &EpochStats, _epochs: usize) {}
+    /// Asked between steps; `true` ends training early (e.g. on Ctrl-C).
+    fn should_stop(&self) -> bool {
+        false
+    }
 }
 
 /// Reports nothing.
@@ -134,6 +151,12 @@ pub fn train(
         order.shuffle(&mut shuffle_rng);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (step, indices) in order.chunks(config.batch_size).enumerate() {
+            if progress.should_stop() {
+                return Err(TrainError::Interrupted {
+                    epoch,
+                    checkpoint: paths.filter(|_| epoch > 1).map(|p| p.weights.clone()),
+                });
+            }
             let (loss, hits) = trainer.step(data, indices);
             loss_sum += loss * indices.len() as f64;
             correct += hits;

@@ -1,0 +1,318 @@
+//! `train`, `eval` and `misclassified` through the binary, checked against
+//! predictions this test computes itself from the saved model.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use mnist_cnn::data::{self, Part};
+use mnist_cnn::idx::CLASSES;
+use mnist_cnn::model::{Batch, Cnn};
+use mnist_cnn::train::Metadata;
+use serde_json::Value;
+
+fn mnist_cnn() -> Command {
+    let mut cmd = Command::cargo_bin("mnist-cnn").unwrap();
+    cmd.env_remove("MNIST_MIRROR");
+    cmd
+}
+
+fn stdout(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A model trained once through `mnist-cnn train` for the tests here.
+fn trained_model() -> &'static (tempfile::TempDir, PathBuf, String) {
+    static MODEL: OnceLock<(tempfile::TempDir, PathBuf, String)> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model");
+        let out = stdout(
+            mnist_cnn()
+                .args(["train", "--epochs", "1", "--limit", "1280", "--data-dir"])
+                .arg(common::data_dir())
+                .arg("--model")
+                .arg(&model),
+        );
+        (dir, model, out)
+    })
+}
+
+/// Probabilities for every test image, computed here from the saved weights.
+fn probabilities(model: &Path) -> (Vec<[f32; CLASSES]>, Vec<u8>) {
+    let device = mnist_cnn::backend::device();
+    let cnn = Cnn::load(&model.with_extension("bpk"), &device).unwrap();
+    let test = data::load(common::data_dir(), Part::Test).unwrap();
+    let mut rows = Vec::new();
+    let indices: Vec<usize> = (0..test.len()).collect();
+    for chunk in indices.chunks(500) {
+        let probs = cnn.probabilities(&Batch::new(&test.images, chunk, &device));
+        let values = probs.into_data().try_to_vec::<f32>().unwrap();
+        rows.extend(
+            values
+                .chunks(CLASSES)
+                .map(|r| <[f32; CLASSES]>::try_from(r).unwrap()),
+        );
+    }
+    (rows, test.labels)
+}
+
+fn argmax(row: &[f32; CLASSES]) -> usize {
+    (0..CLASSES).fold(0, |best, c| if row[c] > row[best] { c } else { best })
+}
+
+#[test]
+fn train_prints_the_summary_epochs_and_test_result_and_saves_metadata() {
+    let (_, model, out) = trained_model();
+    assert!(out.contains("Total params: 2,561,738"), "{out}");
+    assert!(out.contains("Epoch 1/1 - "), "{out}");
+    assert!(out.contains("Test loss: "), "{out}");
+    assert!(out.contains(&format!(
+        "Model saved to {}",
+        model.with_extension("bpk").display()
+    )));
+    let meta: Metadata =
+        serde_json::from_slice(&std::fs::read(model.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(meta.epochs_done, 1);
+    assert_eq!(meta.train_examples, 1280);
+    assert_eq!(meta.config.seed, 42);
+}
+
+#[test]
+fn eval_json_agrees_with_predictions_computed_here() {
+    let (_, model, _) = trained_model();
+    let json: Value = serde_json::from_str(&stdout(
+        mnist_cnn()
+            .args(["eval", "--json", "--data-dir"])
+            .arg(common::data_dir())
+            .arg("--model")
+            .arg(model),
+    ))
+    .unwrap();
+    let (rows, labels) = probabilities(model);
+    let mut confusion = [[0u64; CLASSES]; CLASSES];
+    let mut loss = 0.0f64;
+    for (row, &label) in rows.iter().zip(&labels) {
+        confusion[label as usize][argmax(row)] += 1;
+        loss -= (row[label as usize].max(1e-7) as f64).ln();
+    }
+    let correct: u64 = (0..CLASSES).map(|c| confusion[c][c]).sum();
+    assert_eq!(json["count"], labels.len());
+    let accuracy = json["accuracy"].as_f64().unwrap();
+    assert!((accuracy - correct as f64 / labels.len() as f64).abs() < 1e-12);
+    assert!(accuracy > 0.5, "a trained model, not chance: {accuracy}");
+    let json_loss = json["loss"].as_f64().unwrap();
+    assert!(
+        (json_loss - loss / labels.len() as f64).abs() < 1e-4,
+        "{json_loss}"
+    );
+    for c in 0..CLASSES {
+        let row: Vec<u64> = json["confusion_matrix"][c]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(row, confusion[c], "confusion row {c}");
+        let total: u64 = confusion[c].iter().sum();
+        let per_class = json["per_class_accuracy"][c].as_f64().unwrap();
+        assert!((per_class - confusion[c][c] as f64 / total as f64).abs() < 1e-12);
+    }
+
+    let human = stdout(
+        mnist_cnn()
+            .args(["eval", "--batch-size", "77", "--data-dir"])
+            .arg(common::data_dir())
+            .arg("--model")
+            .arg(model),
+    );
+    assert!(human.starts_with(&format!("loss: {json_loss:.4} - accuracy: {accuracy:.4}\n")));
+    assert!(human.contains("confusion matrix (rows: true label, columns: predicted)"));
+}
+
+#[test]
+fn misclassified_lists_exactly_the_mistakes_computed_here() {
+    let (_, model, _) = trained_model();
+    let run = |args: &[&str]| -> Vec<Value> {
+        let out = stdout(
+            mnist_cnn()
+                .arg("misclassified")
+                .args(args)
+                .arg("--data-dir")
+                .arg(common::data_dir())
+                .arg("--model")
+                .arg(model),
+        );
+        serde_json::from_str::<Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let (rows, labels) = probabilities(model);
+    let wrong: Vec<usize> = (0..labels.len())
+        .filter(|&i| argmax(&rows[i]) != labels[i] as usize)
+        .collect();
+    assert!(
+        wrong.len() > 10,
+        "expected some mistakes, got {}",
+        wrong.len()
+    );
+
+    let all = run(&["--all", "--json"]);
+    let indices: Vec<usize> = all
+        .iter()
+        .map(|m| m["index"].as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(indices, wrong);
+    for m in &all {
+        let i = m["index"].as_u64().unwrap() as usize;
+        assert_eq!(m["true"].as_u64().unwrap(), labels[i] as u64);
+        assert_eq!(m["predicted"].as_u64().unwrap() as usize, argmax(&rows[i]));
+        let confidence = m["confidence"].as_f64().unwrap();
+        assert!((confidence - rows[i][argmax(&rows[i])] as f64).abs() < 1e-6);
+    }
+
+    let some = run(&["--count", "4", "--seed", "5", "--json"]);
+    assert_eq!(some.len(), 4);
+    assert!(some.iter().all(|m| all.contains(m)));
+    assert_eq!(
+        some,
+        run(&["--count", "4", "--seed", "5", "--json"]),
+        "seeded choice repeats"
+    );
+    assert_ne!(some, run(&["--count", "4", "--seed", "6", "--json"]));
+}
+
+#[test]
+fn misclassified_draws_digits_and_writes_pngs() {
+    let (dir, model, _) = trained_model();
+    let png_dir = dir.path().join("pngs");
+    let out = stdout(
+        mnist_cnn()
+            .args(["misclassified", "--count", "2", "--png"])
+            .arg(&png_dir)
+            .arg("--data-dir")
+            .arg(common::data_dir())
+            .arg("--model")
+            .arg(model),
+    );
+    let test = data::load(common::data_dir(), Part::Test).unwrap();
+    let headers: Vec<&str> = out.lines().filter(|l| l.starts_with('#')).collect();
+    assert_eq!(headers.len(), 2, "{out}");
+    // Each digit: 28 rows of 56 shade characters, with some ink in them.
+    let drawn: Vec<&str> = out
+        .lines()
+        .filter(|l| l.chars().count() == 56 && l.chars().all(|c| " ░▒▓█".contains(c)))
+        .collect();
+    assert_eq!(drawn.len(), 2 * 28, "{out}");
+    assert!(drawn.iter().any(|l| l.contains('█')));
+
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&png_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2);
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let index: usize = name[..5].parse().unwrap();
+        assert!(
+            name.contains(&format!("_true{}", test.labels[index])),
+            "{name}"
+        );
+        assert!(out.contains(&format!("#{index}: predicted ")), "{out}");
+        let decoder =
+            png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&file).unwrap()));
+        let mut reader = decoder.read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+        reader.next_frame(&mut pixels).unwrap();
+        assert_eq!(&pixels[..], test.images.image(index), "{name}");
+    }
+}
+
+#[test]
+fn misclassified_says_when_fewer_mistakes_exist_than_asked() {
+    let (_, model, _) = trained_model();
+    let out = mnist_cnn()
+        .args([
+            "misclassified",
+            "--no-render",
+            "--count",
+            "10000",
+            "--data-dir",
+        ])
+        .arg(common::data_dir())
+        .arg("--model")
+        .arg(model)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("test images are misclassified (asked for 10000)"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains('█'));
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_training_and_keeps_the_last_checkpoint_loadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mnist-cnn"))
+        .args(["train", "--epochs", "1000", "--limit", "320", "--data-dir"])
+        .arg(common::data_dir())
+        .arg("--model")
+        .arg(&model)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let meta_path = model.with_extension("json");
+    while !meta_path.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("error: interrupted during epoch"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the last complete epoch is saved in"),
+        "{stderr}"
+    );
+
+    let meta: Metadata = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    assert!(meta.epochs_done >= 1);
+    assert_eq!(meta.history.len(), meta.epochs_done);
+    Cnn::load(&model.with_extension("bpk"), &mnist_cnn::backend::device()).unwrap();
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "only the model and its metadata: {names:?}");
+}
