@@ -252,7 +252,7 @@ impl Downloader {
             }
         }
         let mut attempts = Vec::new();
-        for mirror in &self.mirrors {
+        for (i, mirror) in self.mirrors.iter().enumerate() {
             let result = self
                 .fetch(mirror, spec)
                 .and_then(|gz| decompress(&gz))
@@ -270,7 +270,12 @@ impl Downloader {
                     });
                 }
                 Err(e) => {
-                    self.log(format!("{}: {mirror}: {e}", spec.gz_name()));
+                    let next = if i + 1 < self.mirrors.len() {
+                        "; trying the next mirror"
+                    } else {
+                        ""
+                    };
+                    self.log(format!("{}: {mirror}: {e}{next}", spec.gz_name()));
                     attempts.push((mirror.to_string(), e.to_string()));
                 }
             }
