@@ -204,3 +204,21 @@ fn a_model_of_another_architecture_is_refused() {
     assert!(err.contains("holds another architecture"), "{err}");
     assert!(err.contains("other.bpk"), "{err}");
 }
+
+#[test]
+fn every_parameter_is_trained() {
+    let device = backend::device();
+    let train_set = subset(Part::Train, 64);
+    let config = TrainConfig {
+        epochs: 1,
+        ..TrainConfig::default()
+    };
+    let mut trainer = train::Trainer::new(&config, &device);
+    let before = weights(trainer.model());
+    trainer.step(&train_set, &(0..32).collect::<Vec<_>>());
+    trainer.step(&train_set, &(32..64).collect::<Vec<_>>());
+    let after = weights(trainer.model());
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        assert!(b != a, "parameter {i} did not change");
+    }
+}
