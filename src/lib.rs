@@ -6,6 +6,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod block;
 pub mod cli;
 pub mod data;
 pub mod download;
@@ -13,5 +14,4 @@ pub mod eval;
 pub mod idx;
 pub mod misclassified;
 pub mod model;
-pub mod pool;
 pub mod train;

@@ -3,15 +3,11 @@
 //! Flatten → Dense 128 ReLU → Dense 10 softmax.
 //!
 //! The forward pass is written for speed on a CPU without changing what it
-//! computes (`forward_reference` computes the same with Burn's stock conv and
-//! pool ops, and the tests hold the two together):
-//! - the 3×3 single-channel convolution is one matmul of im2col patches,
-//!   which are cut from the u8 pixels while the batch is built;
-//! - activations are kept channels-last (Keras's own layout, so the flatten
-//!   order matches Keras too);
-//! - bias, ReLU and the stride-1 2×2 max-pool are one fused op with its own
-//!   backward ([`crate::pool`]). Bias and ReLU are applied after the max:
-//!   both are monotonic per channel, so `relu(max(a) + b) == max(relu(a + b))`.
+//! computes: the first block (convolution, bias, ReLU, max-pool, dropout) is
+//! one fused op with its own backward ([`crate::block`]), in channels-last
+//! layout (Keras's own, so the flatten order matches Keras too).
+//! [`Cnn::forward_reference`] computes the same with Burn's stock ops, and
+//! the tests hold the two together.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,8 +23,8 @@ use rand::Rng;
 use rand::rngs::SmallRng;
 use thiserror::Error;
 
+use crate::block;
 use crate::idx::{CLASSES, Images, SIDE};
-use crate::pool;
 
 /// Convolution filters.
 pub const FILTERS: usize = 32;
@@ -81,49 +77,28 @@ pub struct Cnn {
     output: Linear,
 }
 
-/// A batch ready for the network: im2col patches and the labels.
+/// A batch of images ready for the network: `[n, 28, 28]` scaled to [0, 1],
+/// converted from the u8 pixels one batch at a time, so no f32 copy of the
+/// whole data set ever exists.
 pub struct Batch {
-    /// `[n × 26 × 26, 9]`: for each output pixel, the 3×3 input window, scaled to [0, 1].
-    pub patches: Tensor<2>,
-    /// Number of images.
-    pub len: usize,
+    pub images: Tensor<3>,
 }
 
 impl Batch {
-    /// Cuts the im2col patches of the chosen images straight from their u8
-    /// pixels, so no f32 copy of the whole data set ever exists.
     pub fn new(images: &Images, indices: &[usize], device: &Device) -> Self {
-        let n = indices.len();
-        let mut patches = Vec::with_capacity(n * CONV_SIDE * CONV_SIDE * KERNEL * KERNEL);
-        for &i in indices {
-            let img = images.image(i);
-            for y in 0..CONV_SIDE {
-                for x in 0..CONV_SIDE {
-                    for dy in 0..KERNEL {
-                        let row = (y + dy) * SIDE + x;
-                        patches.extend(img[row..row + KERNEL].iter().map(|&p| p as f32 / 255.0));
-                    }
-                }
-            }
-        }
-        let shape = [n * CONV_SIDE * CONV_SIDE, KERNEL * KERNEL];
+        let pixels: Vec<f32> = indices
+            .iter()
+            .flat_map(|&i| images.image(i).iter().map(|&p| p as f32 / 255.0))
+            .collect();
         Self {
-            patches: Tensor::from_data(TensorData::new(patches, shape), device),
-            len: n,
+            images: Tensor::from_data(TensorData::new(pixels, [indices.len(), SIDE, SIDE]), device),
         }
     }
-}
 
-/// The chosen images as an `[n, 1, 28, 28]` tensor scaled to [0, 1].
-pub fn images_tensor(images: &Images, indices: &[usize], device: &Device) -> Tensor<4> {
-    let pixels: Vec<f32> = indices
-        .iter()
-        .flat_map(|&i| images.image(i).iter().map(|&p| p as f32 / 255.0))
-        .collect();
-    Tensor::from_data(
-        TensorData::new(pixels, [indices.len(), 1, SIDE, SIDE]),
-        device,
-    )
+    /// The same images as `[n, 1, 28, 28]`, the layout of Burn's `conv2d`.
+    pub fn channels_first(&self) -> Tensor<4> {
+        self.images.clone().unsqueeze_dim(1)
+    }
 }
 
 impl Cnn {
@@ -151,23 +126,24 @@ impl Cnn {
         }
     }
 
-    /// Logits `[n, 10]`. `dropout_mask` (`[n, 20000]`, entries 0 or
-    /// 1/(1-p)) is given while training and `None` for inference.
-    pub fn forward(&self, batch: &Batch, dropout_mask: Option<Tensor<2>>) -> Tensor<2> {
-        let n = batch.len;
-        let weight = self.conv.weight.val().reshape([FILTERS, KERNEL * KERNEL]);
-        let conv = batch
-            .patches
-            .clone()
-            .matmul(weight.transpose())
-            .reshape([n, CONV_SIDE, CONV_SIDE, FILTERS]);
-        let features = pool::bias_relu_max_pool(conv, self.conv_bias()).reshape([n, FEATURES]);
-        self.dense(features, dropout_mask)
+    /// Logits `[n, 10]`. `dropout_seed` is given while training (it fixes
+    /// the dropout mask, see [`block::dropout_keep`]) and `None` for inference.
+    pub fn forward(&self, batch: &Batch, dropout_seed: Option<u64>) -> Tensor<2> {
+        let n = batch.images.dims()[0];
+        let features = block::conv_block(
+            batch.images.clone(),
+            self.conv.weight.val(),
+            self.conv_bias(),
+            dropout_seed.map(|seed| (DROPOUT, seed)),
+        );
+        self.dense(features.reshape([n, FEATURES]))
     }
 
-    /// The same function computed with Burn's stock `conv2d` and
-    /// `max_pool2d` (channels-first, then permuted to Keras's flatten order).
-    /// Slow; kept as the yardstick the fast path is tested against.
+    /// The same function computed with Burn's stock `conv2d`, `max_pool2d`,
+    /// `relu` and a multiply by the dropout mask `[n, 20000]` that
+    /// [`dropout_mask`] gives for the same seed (channels-first, then permuted
+    /// to Keras's flatten order). Slow; the yardstick the fused op is tested
+    /// against.
     pub fn forward_reference(
         &self,
         images: Tensor<4>,
@@ -175,17 +151,17 @@ impl Cnn {
     ) -> Tensor<2> {
         let n = images.dims()[0];
         let conv = relu(self.conv.forward(images));
-        let pooled =
-            burn::tensor::module::max_pool2d(conv, MaxPoolOptions::new([2, 2]).with_stride([1, 1]));
+        let pool = MaxPoolOptions::new([2, 2]).with_stride([1, 1]);
+        let pooled = burn::tensor::module::max_pool2d(conv, pool);
         let features = pooled.permute([0, 2, 3, 1]).reshape([n, FEATURES]);
-        self.dense(features, dropout_mask)
-    }
-
-    fn dense(&self, features: Tensor<2>, dropout_mask: Option<Tensor<2>>) -> Tensor<2> {
         let features = match dropout_mask {
             Some(mask) => features * mask,
             None => features,
         };
+        self.dense(features)
+    }
+
+    fn dense(&self, features: Tensor<2>) -> Tensor<2> {
         let hidden = relu(self.hidden.forward(features));
         self.output.forward(hidden)
     }
@@ -291,24 +267,12 @@ fn glorot<const D: usize>(
     Param::from_data(TensorData::new(values, shape), device)
 }
 
-/// Draws an inverted-dropout mask `[n, 20000]`: each entry 0 with probability
-/// [`DROPOUT`], else 1/(1-p), so that inference needs no rescaling.
-///
-/// Each 64-bit draw decides four entries, one per 16-bit lane compared with
-/// p·2¹⁶ (exact for p = 0.25): the generator was a tenth of a step when it
-/// drew one number per entry.
-pub fn dropout_mask(rng: &mut SmallRng, n: usize, device: &Device) -> Tensor<2> {
-    let keep = (1.0 / (1.0 - DROPOUT)) as f32;
-    let threshold = (DROPOUT * 65536.0).round() as u64;
+/// The dropout multipliers the training forward pass uses for `seed`, as an
+/// `[n, 20000]` tensor in flatten order: for [`Cnn::forward_reference`].
+pub fn dropout_mask(seed: u64, n: usize, device: &Device) -> Tensor<2> {
     let mut mask = vec![0.0f32; n * FEATURES];
-    for chunk in mask.chunks_mut(4) {
-        let bits: u64 = rng.random();
-        for (lane, value) in chunk.iter_mut().enumerate() {
-            // Arithmetic rather than a branch: the outcome is random, so a
-            // branch would be mispredicted a quarter of the time.
-            let kept = ((bits >> (16 * lane)) & 0xffff >= threshold) as u32;
-            *value = kept as f32 * keep;
-        }
+    for (image, values) in mask.chunks_mut(FEATURES).enumerate() {
+        block::dropout_keep(DROPOUT, seed, image, values);
     }
     Tensor::from_data(TensorData::new(mask, [n, FEATURES]), device)
 }

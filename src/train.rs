@@ -8,9 +8,9 @@ use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
-use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -219,9 +219,9 @@ impl Trainer {
     pub fn step(&mut self, data: &Split, indices: &[usize]) -> (f64, usize) {
         let batch = Batch::new(&data.images, indices, &self.device);
         let labels: Vec<u8> = indices.iter().map(|&i| data.labels[i]).collect();
-        let mask = model::dropout_mask(&mut self.dropout_rng, indices.len(), &self.device);
+        let dropout_seed: u64 = self.dropout_rng.random();
         let model = self.model.take().expect("model is present between steps");
-        let logits = model.forward(&batch, Some(mask));
+        let logits = model.forward(&batch, Some(dropout_seed));
         let loss = cross_entropy(logits.clone(), &labels, &self.device);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let result = (

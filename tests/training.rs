@@ -67,18 +67,17 @@ fn the_model_has_the_tutorials_shape_and_parameter_count() {
 }
 
 #[test]
-fn the_fast_forward_pass_equals_burns_stock_conv_and_pool() {
+fn the_fast_forward_pass_equals_burns_stock_ops() {
     let device = backend::device();
     let model = Cnn::new(&device, &mut SmallRng::seed_from_u64(7));
     let test = subset(Part::Test, 16);
     let indices: Vec<usize> = (0..16).collect();
     let batch = Batch::new(&test.images, &indices, &device);
-    let images = model::images_tensor(&test.images, &indices, &device);
-    let mask = || model::dropout_mask(&mut SmallRng::seed_from_u64(3), 16, &device);
-    for with_mask in [false, true] {
-        let fast = model.forward(&batch, with_mask.then(mask)).into_data();
+    for seed in [None, Some(3)] {
+        let fast = model.forward(&batch, seed).into_data();
+        let mask = seed.map(|seed| model::dropout_mask(seed, 16, &device));
         let reference = model
-            .forward_reference(images.clone(), with_mask.then(mask))
+            .forward_reference(batch.channels_first(), mask)
             .into_data();
         let (fast, reference) = (
             fast.try_to_vec::<f32>().unwrap(),
@@ -90,22 +89,34 @@ fn the_fast_forward_pass_equals_burns_stock_conv_and_pool() {
         );
         assert!(
             max_abs_diff(&fast, &reference) < 1e-4,
-            "dropout {with_mask}"
+            "dropout seed {seed:?}"
         );
     }
 }
 
 #[test]
-fn dropout_masks_drop_a_quarter_and_rescale_the_rest() {
+fn dropout_drops_a_quarter_and_rescales_the_rest() {
     let device = backend::device();
-    let mask = model::dropout_mask(&mut SmallRng::seed_from_u64(5), 32, &device);
-    let values = mask.into_data().try_to_vec::<f32>().unwrap();
+    let values = model::dropout_mask(5, 32, &device)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
     let dropped = values.iter().filter(|&&v| v == 0.0).count() as f64 / values.len() as f64;
     assert!((dropped - 0.25).abs() < 0.005, "dropped {dropped}");
     assert!(
         values
             .iter()
             .all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6)
+    );
+    let other = model::dropout_mask(6, 32, &device)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert_ne!(values, other, "the seed changes the mask");
+    // Images get different masks within one batch.
+    assert_ne!(
+        values[..model::FEATURES],
+        values[model::FEATURES..2 * model::FEATURES]
     );
 }
 

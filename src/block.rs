@@ -1,0 +1,520 @@
+//! The network's first block — 3×3 convolution, bias, ReLU, 2×2 stride-1
+//! max-pool and dropout — as one Burn backend op with its own backward pass.
+//!
+//! Written with Burn's tensor ops this block is a convolution (or an im2col
+//! matmul), shifted slices, `max_pair`s, a bias add, a ReLU and a mask
+//! multiply: a dozen passes over 2.7 MB per batch of 32 forward and as many
+//! backward, each allocating its result, which cost more than the dense layer
+//! that holds 92% of the arithmetic. Fused, each image's 26×26×32 convolution
+//! lives in a small buffer that stays in cache: the forward pass reads the
+//! image and writes the 25×25×32 features once, recording per feature which
+//! window position won the max (or that ReLU or dropout zeroed it); the
+//! backward pass scatters the gradient through those winners and folds it
+//! straight into the weight and bias gradients.
+//!
+//! It is a [backend extension](burn::backend::backend_extension): the plain
+//! CPU backends compute it on the host, and the autodiff backend records it
+//! with [`ConvBlockBackward`]. The tests hold it to Burn's stock `conv2d`,
+//! `max_pool2d`, `relu` and multiply, values and gradients.
+
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::{Autodiff, Backend, TensorMetadata, backend_extension, tensor::FloatTensor};
+use burn::tensor::{Tensor, TensorData, read_sync};
+use multiversion::multiversion;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+
+/// Convolution filters (output channels) the op is built for.
+pub const FILTERS: usize = 32;
+/// Taps of the 3×3 kernel.
+const TAPS: usize = 9;
+
+/// The fused block as a backend operation.
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    NdArray: cfg(feature = "ndarray"),
+    Autodiff,
+)]
+pub trait ConvBlockOps: Backend {
+    /// `images`: `[n, h, w]`; `weight`: `[32, 1, 3, 3]`; `bias`: `[32]`.
+    /// Returns `dropout(relu(max_pool_2x2_s1(conv3x3(images, weight)) + bias))`
+    /// as `[n, h-3, w-3, 32]` (channels-last). Dropout is applied when
+    /// `dropout` is `Some((p, seed))`, with the mask [`dropout_keep`] draws.
+    fn conv_block(
+        images: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        dropout: Option<(f64, u64)>,
+    ) -> FloatTensor<Self> {
+        let device = images.device();
+        let input = Input::read::<Self>(images, weight, bias);
+        let (out, _) = forward(&input, dropout);
+        Self::float_from_data(TensorData::new(out, input.output_shape()), &device)
+    }
+}
+
+#[cfg(feature = "flex")]
+impl ConvBlockOps for burn::backend::Flex {}
+
+#[cfg(feature = "ndarray")]
+#[allow(deprecated)] // Burn deprecates ndarray in favour of flex; it stays as the design's option.
+impl ConvBlockOps for burn::backend::NdArray {}
+
+/// Applies the fused block to Burn tensors (recorded for autodiff where enabled).
+pub fn conv_block(
+    images: Tensor<3>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    dropout: Option<(f64, u64)>,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as ConvBlockOps>::conv_block(
+        images.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        dropout,
+    ))
+}
+
+/// The dropout multipliers [`conv_block`] uses for `seed`: one image's
+/// `out.len()` values, each 0 with probability `p` and `1/(1-p)` otherwise.
+///
+/// Each image has its own stream, so images can be processed in parallel.
+/// Each 64-bit draw decides eight values, one per byte compared with `p·256`
+/// (so `p` is rounded to a multiple of 1/256; 0.25 is exact): drawing one
+/// number per value made the generator a tenth of a training step.
+pub fn dropout_keep(p: f64, seed: u64, image: usize, out: &mut [f32]) {
+    let keep = (1.0 / (1.0 - p)) as f32;
+    let threshold = (p * 256.0).round() as u64;
+    let mut rng =
+        SmallRng::seed_from_u64(seed ^ (image as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    for chunk in out.chunks_mut(8) {
+        let bits: u64 = rng.random();
+        for (lane, value) in chunk.iter_mut().enumerate() {
+            // Arithmetic rather than a branch: the outcome is random, so a
+            // branch would be mispredicted a quarter of the time.
+            let kept = ((bits >> (8 * lane)) & 0xff >= threshold) as u32;
+            *value = kept as f32 * keep;
+        }
+    }
+}
+
+/// The op's inputs, on the host.
+#[derive(Debug, Clone)]
+struct Input {
+    images: Vec<f32>,
+    n: usize,
+    h: usize,
+    w: usize,
+    /// `[tap][filter]`: the kernel transposed so that the filters are the
+    /// contiguous, vectorised dimension.
+    weight: [[f32; FILTERS]; TAPS],
+    bias: [f32; FILTERS],
+}
+
+impl Input {
+    fn read<B: Backend>(
+        images: FloatTensor<B>,
+        weight: FloatTensor<B>,
+        bias: FloatTensor<B>,
+    ) -> Self {
+        let (images, dims) = to_host::<B>(images);
+        let [n, h, w] = <[usize; 3]>::try_from(dims).expect("images are [n, h, w]");
+        let (kernel, dims) = to_host::<B>(weight);
+        assert_eq!(dims, [FILTERS, 1, 3, 3], "conv weight shape");
+        let mut weight = [[0.0; FILTERS]; TAPS];
+        for (f, taps) in kernel.chunks_exact(TAPS).enumerate() {
+            for (t, &v) in taps.iter().enumerate() {
+                weight[t][f] = v;
+            }
+        }
+        let (bias, _) = to_host::<B>(bias);
+        let bias = <[f32; FILTERS]>::try_from(bias).expect("conv bias is [32]");
+        Self {
+            images,
+            n,
+            h,
+            w,
+            weight,
+            bias,
+        }
+    }
+
+    fn output_shape(&self) -> [usize; 4] {
+        [self.n, self.h - 3, self.w - 3, FILTERS]
+    }
+
+    fn image(&self, b: usize) -> &[f32] {
+        &self.images[b * self.h * self.w..(b + 1) * self.h * self.w]
+    }
+
+    /// The 3×3 convolution of image `b` at every valid position, channels-last.
+    #[inline(always)]
+    fn convolve(&self, b: usize, conv: &mut Vec<[f32; FILTERS]>) {
+        let (ch, cw) = (self.h - 2, self.w - 2);
+        let image = self.image(b);
+        conv.clear();
+        for y in 0..ch {
+            for x in 0..cw {
+                let mut acc = [0.0f32; FILTERS];
+                for (t, taps) in self.weight.iter().enumerate() {
+                    let p = image[(y + t / 3) * self.w + x + t % 3];
+                    for (a, &k) in acc.iter_mut().zip(taps) {
+                        *a += k * p;
+                    }
+                }
+                conv.push(acc);
+            }
+        }
+    }
+}
+
+/// What the backward pass needs: the inputs and, for every output, which
+/// window position won (0-3), or [`DEAD`] where ReLU or dropout zeroed it.
+#[derive(Debug, Clone)]
+struct Saved {
+    input: Arc<Input>,
+    codes: Arc<Vec<u8>>,
+    /// 1/(1-p) when dropout was applied, else 1.
+    scale: f32,
+}
+
+/// Code of an output that is zero whatever its inputs: no gradient flows back.
+const DEAD: u8 = 4;
+
+/// The forward pass: outputs and the winner codes. Images are split across
+/// threads.
+fn forward(input: &Input, dropout: Option<(f64, u64)>) -> (Vec<f32>, Vec<u8>) {
+    let [n, oh, ow, _] = input.output_shape();
+    let per_image = oh * ow * FILTERS;
+    let mut out = vec![0.0f32; n * per_image];
+    let mut codes = vec![DEAD; out.len()];
+    out.par_chunks_mut(per_image)
+        .zip(codes.par_chunks_mut(per_image))
+        .enumerate()
+        .for_each_init(
+            || (Vec::new(), vec![1.0f32; per_image]),
+            |(conv, keep), (b, (out, codes))| {
+                if let Some((p, seed)) = dropout {
+                    dropout_keep(p, seed, b, keep);
+                }
+                forward_image(input, b, conv, keep, out, codes);
+            },
+        );
+    (out, codes)
+}
+
+/// One image of [`forward`]. The loops run over the 32 filters, contiguous in
+/// memory, with branch-free selects: compiled for AVX-512 and AVX2 as well as
+/// the baseline, and picked at run time, so that they are vectorised wide.
+/// Ties in the max go to the earliest window position.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))]
+fn forward_image(
+    input: &Input,
+    b: usize,
+    conv: &mut Vec<[f32; FILTERS]>,
+    keep: &[f32],
+    out: &mut [f32],
+    codes: &mut [u8],
+) {
+    input.convolve(b, conv);
+    let ow = input.w - 3;
+    let cw = input.w - 2;
+    let outputs = out
+        .chunks_exact_mut(FILTERS)
+        .zip(codes.chunks_exact_mut(FILTERS))
+        .zip(keep.chunks_exact(FILTERS));
+    for (pixel, ((out, codes), keep)) in outputs.enumerate() {
+        let at = pixel / ow * cw + pixel % ow;
+        let (w0, w1, w2, w3) = (&conv[at], &conv[at + 1], &conv[at + cw], &conv[at + cw + 1]);
+        for f in 0..FILTERS {
+            let (a, b, c, d) = (w0[f], w1[f], w2[f], w3[f]);
+            let best = a.max(b).max(c.max(d));
+            let code = if best == a {
+                0
+            } else if best == b {
+                1
+            } else if best == c {
+                2
+            } else {
+                3
+            };
+            let v = best + input.bias[f];
+            let live = v > 0.0 && keep[f] != 0.0;
+            out[f] = if live { v * keep[f] } else { 0.0 };
+            codes[f] = if live { code } else { DEAD };
+        }
+    }
+}
+
+/// The backward pass: each live output's gradient goes to its window's
+/// winning convolution output, and from there into the weight gradient
+/// (times the image window) and the bias gradient. Per-image partial sums
+/// are added in image order, so the result does not depend on threads.
+fn backward(grad: &[f32], saved: &Saved) -> ([[f32; FILTERS]; TAPS], [f32; FILTERS]) {
+    let input = &saved.input;
+    let [_, oh, ow, _] = input.output_shape();
+    let per_image = oh * ow * FILTERS;
+    let parts: Vec<([[f32; FILTERS]; TAPS], [f32; FILTERS])> = grad
+        .par_chunks(per_image)
+        .zip(saved.codes.par_chunks(per_image))
+        .enumerate()
+        .map_init(Vec::new, |grad_conv, (b, (grad, codes))| {
+            backward_image(input, b, grad, codes, saved.scale, grad_conv)
+        })
+        .collect();
+    let mut grad_weight = [[0.0f32; FILTERS]; TAPS];
+    let mut grad_bias = [0.0f32; FILTERS];
+    for (w, b) in parts {
+        for (total, part) in grad_weight.iter_mut().zip(&w) {
+            for (t, p) in total.iter_mut().zip(part) {
+                *t += p;
+            }
+        }
+        for (t, p) in grad_bias.iter_mut().zip(&b) {
+            *t += p;
+        }
+    }
+    (grad_weight, grad_bias)
+}
+
+/// One image of [`backward`], multiversioned like [`forward_image`].
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))]
+fn backward_image(
+    input: &Input,
+    b: usize,
+    grad: &[f32],
+    codes: &[u8],
+    scale: f32,
+    grad_conv: &mut Vec<[f32; FILTERS]>,
+) -> ([[f32; FILTERS]; TAPS], [f32; FILTERS]) {
+    let ow = input.w - 3;
+    let cw = input.w - 2;
+    grad_conv.clear();
+    grad_conv.resize((input.h - 2) * cw, [0.0; FILTERS]);
+    let mut grad_bias = [0.0f32; FILTERS];
+    let pixels = grad.chunks_exact(FILTERS).zip(codes.chunks_exact(FILTERS));
+    for (pixel, (grad, codes)) in pixels.enumerate() {
+        let at = pixel / ow * cw + pixel % ow;
+        // Each window position takes the gradient of the filters it won.
+        for (k, offset) in [0, 1, cw, cw + 1].into_iter().enumerate() {
+            let target = &mut grad_conv[at + offset];
+            for f in 0..FILTERS {
+                let g = if codes[f] == k as u8 {
+                    grad[f] * scale
+                } else {
+                    0.0
+                };
+                target[f] += g;
+            }
+        }
+        for f in 0..FILTERS {
+            grad_bias[f] += if codes[f] == DEAD {
+                0.0
+            } else {
+                grad[f] * scale
+            };
+        }
+    }
+    let image = input.image(b);
+    let mut grad_weight = [[0.0f32; FILTERS]; TAPS];
+    for (pos, g) in grad_conv.iter().enumerate() {
+        let (y, x) = (pos / cw, pos % cw);
+        for (t, taps) in grad_weight.iter_mut().enumerate() {
+            let p = image[(y + t / 3) * input.w + x + t % 3];
+            for (acc, &g) in taps.iter_mut().zip(g) {
+                *acc += g * p;
+            }
+        }
+    }
+    (grad_weight, grad_bias)
+}
+
+/// Records the op for autodiff. The images get no gradient (they are data).
+#[derive(Debug)]
+struct ConvBlockBackward;
+
+impl<B: Backend> Backward<B, 2> for ConvBlockBackward {
+    type State = Saved;
+
+    fn backward(self, ops: Ops<Saved, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let device = grad.device();
+        let (grad, _) = to_host::<B>(grad);
+        let (grad_weight, grad_bias) = backward(&grad, &ops.state);
+        let [weight_node, bias_node] = ops.parents;
+        if let Some(node) = weight_node {
+            // Back from [tap][filter] to Burn's [filter, 1, 3, 3].
+            let mut kernel = vec![0.0f32; FILTERS * TAPS];
+            for (t, taps) in grad_weight.iter().enumerate() {
+                for (f, &g) in taps.iter().enumerate() {
+                    kernel[f * TAPS + t] = g;
+                }
+            }
+            let data = TensorData::new(kernel, [FILTERS, 1, 3, 3]);
+            grads.register::<B>(node.id, B::float_from_data(data, &device));
+        }
+        if let Some(node) = bias_node {
+            let data = TensorData::new(grad_bias.to_vec(), [FILTERS]);
+            grads.register::<B>(node.id, B::float_from_data(data, &device));
+        }
+    }
+}
+
+impl<B: Backend, C: CheckpointStrategy> ConvBlockOps for Autodiff<B, C> {
+    fn conv_block(
+        images: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        dropout: Option<(f64, u64)>,
+    ) -> FloatTensor<Self> {
+        let device = images.primitive().device();
+        let prep = ConvBlockBackward
+            .prepare::<C>([weight.node(), bias.node()])
+            .compute_bound()
+            .stateful();
+        let input = Input::read::<B>(
+            images.into_primitive(),
+            weight.into_primitive(),
+            bias.into_primitive(),
+        );
+        let (out, codes) = forward(&input, dropout);
+        let shape = input.output_shape();
+        let out = B::float_from_data(TensorData::new(out, shape), &device);
+        match prep {
+            OpsKind::Tracked(prep) => {
+                let scale = dropout.map_or(1.0, |(p, _)| (1.0 / (1.0 - p)) as f32);
+                let saved = Saved {
+                    input: Arc::new(input),
+                    codes: Arc::new(codes),
+                    scale,
+                };
+                prep.finish(saved, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+}
+
+/// Reads a tensor's values to the host as f32, with its dimensions.
+fn to_host<B: Backend>(tensor: FloatTensor<B>) -> (Vec<f32>, Vec<usize>) {
+    let data = read_sync(B::float_into_data(tensor)).expect("CPU tensors can be read back");
+    let dims = data.shape().to_vec();
+    let values = data
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("converted to f32");
+    (values, dims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::activation::relu;
+    use burn::tensor::module::{conv2d, max_pool2d};
+    use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+    use burn::tensor::{Distribution, TensorData};
+
+    /// The block from Burn's stock ops (channels-first, permuted to
+    /// channels-last): the yardstick for values and gradients.
+    fn reference(
+        images: Tensor<3>,
+        weight: Tensor<4>,
+        bias: Tensor<1>,
+        mask: Option<Tensor<4>>,
+    ) -> Tensor<4> {
+        let conv = conv2d(
+            images.unsqueeze_dim(1),
+            weight,
+            Some(bias),
+            ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+        );
+        let pooled = max_pool2d(relu(conv), MaxPoolOptions::new([2, 2]).with_stride([1, 1]));
+        let out = pooled.permute([0, 2, 3, 1]);
+        match mask {
+            Some(mask) => out * mask,
+            None => out,
+        }
+    }
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn assert_close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-4, "{what}: differs by {worst}");
+    }
+
+    #[test]
+    fn values_and_gradients_match_burns_own_ops() {
+        let device = crate::backend::device().autodiff();
+        device.seed(3);
+        let (n, h, w) = (3, 9, 8);
+        let images = Tensor::<3>::random([n, h, w], Distribution::Default, &device);
+        let weight =
+            Tensor::<4>::random([FILTERS, 1, 3, 3], Distribution::Normal(0.0, 0.5), &device);
+        let bias = Tensor::<1>::random([FILTERS], Distribution::Normal(0.0, 0.3), &device);
+        let upstream =
+            Tensor::<4>::random([n, h - 3, w - 3, FILTERS], Distribution::Default, &device);
+        let per_image = (h - 3) * (w - 3) * FILTERS;
+
+        for dropout in [None, Some((0.25, 11u64))] {
+            let mask = dropout.map(|(p, seed)| {
+                let mut keep = vec![0.0f32; n * per_image];
+                for (b, chunk) in keep.chunks_mut(per_image).enumerate() {
+                    dropout_keep(p, seed, b, chunk);
+                }
+                Tensor::<4>::from_data(TensorData::new(keep, [n, h - 3, w - 3, FILTERS]), &device)
+            });
+            let mut results = Vec::new();
+            for fused in [true, false] {
+                let weight = weight.clone().require_grad();
+                let bias = bias.clone().require_grad();
+                let out = if fused {
+                    conv_block(images.clone(), weight.clone(), bias.clone(), dropout)
+                } else {
+                    reference(images.clone(), weight.clone(), bias.clone(), mask.clone())
+                };
+                let grads = (out.clone() * upstream.clone()).sum().backward();
+                let grad_weight = weight.grad(&grads).expect("weight gradient");
+                let grad_bias = bias.grad(&grads).expect("bias gradient");
+                results.push((values(out), values(grad_weight), values(grad_bias)));
+            }
+            let (fused, reference) = (&results[0], &results[1]);
+            assert!(fused.0.contains(&0.0) && fused.0.iter().any(|&v| v > 0.0));
+            assert_close(&fused.0, &reference.0, "outputs");
+            assert_close(&fused.1, &reference.1, "weight gradients");
+            assert_close(&fused.2, &reference.2, "bias gradients");
+        }
+    }
+
+    #[test]
+    fn works_without_autodiff() {
+        let device = crate::backend::device();
+        let images = Tensor::<3>::random([2, 6, 7], Distribution::Default, &device);
+        let weight =
+            Tensor::<4>::random([FILTERS, 1, 3, 3], Distribution::Normal(0.0, 0.5), &device);
+        let bias = Tensor::<1>::zeros([FILTERS], &device);
+        let fused = values(conv_block(
+            images.clone(),
+            weight.clone(),
+            bias.clone(),
+            None,
+        ));
+        assert_close(
+            &fused,
+            &values(reference(images, weight, bias, None)),
+            "outputs",
+        );
+    }
+}
