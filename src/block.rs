@@ -40,6 +40,7 @@ const TAPS: usize = 9;
     NdArray: cfg(feature = "ndarray"),
     Autodiff,
 )]
+#[allow(deprecated)] // The macro names burn-ndarray, which Burn deprecates in favour of flex.
 pub trait ConvBlockOps: Backend {
     /// `images`: `[n, h, w]`; `weight`: `[32, 1, 3, 3]`; `bias`: `[32]`.
     /// Returns `dropout(relu(max_pool_2x2_s1(conv3x3(images, weight)) + bias))`

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod block;
 pub mod cli;
 pub mod data;
+pub mod dense;
 pub mod download;
 pub mod eval;
 pub mod idx;

@@ -23,8 +23,8 @@ use rand::Rng;
 use rand::rngs::SmallRng;
 use thiserror::Error;
 
-use crate::block;
 use crate::idx::{CLASSES, Images, SIDE};
+use crate::{block, dense};
 
 /// Convolution filters.
 pub const FILTERS: usize = 32;
@@ -136,7 +136,12 @@ impl Cnn {
             self.conv_bias(),
             dropout_seed.map(|seed| (DROPOUT, seed)),
         );
-        self.dense(features.reshape([n, FEATURES]))
+        let hidden = dense::dense_relu(
+            features.reshape([n, FEATURES]),
+            self.hidden.weight.val(),
+            self.hidden_bias(),
+        );
+        self.output.forward(hidden)
     }
 
     /// The same function computed with Burn's stock `conv2d`, `max_pool2d`,
@@ -164,6 +169,14 @@ impl Cnn {
     fn dense(&self, features: Tensor<2>) -> Tensor<2> {
         let hidden = relu(self.hidden.forward(features));
         self.output.forward(hidden)
+    }
+
+    fn hidden_bias(&self) -> Tensor<1> {
+        self.hidden
+            .bias
+            .as_ref()
+            .expect("the hidden layer is built with a bias")
+            .val()
     }
 
     fn conv_bias(&self) -> Tensor<1> {

@@ -1,0 +1,379 @@
+//! The hidden layer, `relu(x·W + b)` with W 20,000×128, as one Burn backend
+//! op with its own backward pass.
+//!
+//! This layer is 92% of the network's arithmetic, and Burn's own ops already
+//! run its matmuls on a good kernel (the `gemm` crate). What they add around
+//! it costs as much again: every matmul result is allocated zeroed and then
+//! copied into an aligned buffer, so the 10 MB weight gradient alone is
+//! written three times a step, and bias, ReLU and their backward passes are
+//! more passes still. Here the three matmuls (forward, weight gradient,
+//! input gradient) write straight into the tensors they return, with bias,
+//! ReLU and their gradients folded in. On Flex the inputs are read in place.
+
+use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::{Autodiff, Backend, TensorMetadata, backend_extension, tensor::FloatTensor};
+use burn::tensor::{Tensor, TensorData, read_sync};
+
+/// The fused dense layer as a backend operation.
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    NdArray: cfg(feature = "ndarray"),
+    Autodiff,
+)]
+pub trait DenseOps: Backend {
+    /// `relu(x·w + b)` for `x`: `[n, i]`, `w`: `[i, o]`, `b`: `[o]`.
+    fn dense_relu(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let device = x.device();
+        let (x, [n, i]) = to_host::<Self>(x);
+        let (w, [_, o]) = to_host::<Self>(w);
+        let (b, _) = to_host::<Self>(b);
+        let out = forward(&x, &w, &b, n, i, o);
+        Self::float_from_data(TensorData::new(out, [n, o]), &device)
+    }
+
+    /// The gradients `(dx, dw, db)` of [`dense_relu`](DenseOps::dense_relu),
+    /// given its inputs, its output and the gradient of its output.
+    fn dense_relu_backward(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        out: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let device = x.device();
+        let (x, [n, i]) = to_host::<Self>(x);
+        let (w, [_, o]) = to_host::<Self>(w);
+        let (out, _) = to_host::<Self>(out);
+        let (grad, _) = to_host::<Self>(grad);
+        let (dx, dw, db) = backward(&x, &w, &out, grad, n, i, o);
+        (
+            Self::float_from_data(TensorData::new(dx, [n, i]), &device),
+            Self::float_from_data(TensorData::new(dw, [i, o]), &device),
+            Self::float_from_data(TensorData::new(db, [o]), &device),
+        )
+    }
+}
+
+#[cfg(feature = "flex")]
+mod flex {
+    use super::*;
+    use burn::backend::Flex;
+    use burn::backend::flex::FlexTensor;
+
+    /// Runs `f` on the tensor's values, in place when they are contiguous.
+    fn with_values<R>(t: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> R {
+        if t.is_contiguous() && t.layout().start_offset() == 0 {
+            f(&t.storage::<f32>()[..t.layout().num_elements()])
+        } else {
+            let data = t.clone().into_data();
+            f(data.as_slice::<f32>().expect("f32 tensor"))
+        }
+    }
+
+    fn dims2(t: &FlexTensor) -> [usize; 2] {
+        <[usize; 2]>::try_from(&t.layout().shape()[..]).expect("a matrix")
+    }
+
+    impl DenseOps for Flex {
+        fn dense_relu(x: FlexTensor, w: FlexTensor, b: FlexTensor) -> FlexTensor {
+            let ([n, i], [_, o]) = (dims2(&x), dims2(&w));
+            let out = with_values(&x, |x| {
+                with_values(&w, |w| with_values(&b, |b| forward(x, w, b, n, i, o)))
+            });
+            FlexTensor::from_data(TensorData::new(out, [n, o]))
+        }
+
+        fn dense_relu_backward(
+            x: FlexTensor,
+            w: FlexTensor,
+            out: FlexTensor,
+            grad: FlexTensor,
+        ) -> (FlexTensor, FlexTensor, FlexTensor) {
+            let ([n, i], [_, o]) = (dims2(&x), dims2(&w));
+            let grad = with_values(&grad, <[f32]>::to_vec);
+            let (dx, dw, db) = with_values(&x, |x| {
+                with_values(&w, |w| {
+                    with_values(&out, |out| backward(x, w, out, grad, n, i, o))
+                })
+            });
+            (
+                FlexTensor::from_data(TensorData::new(dx, [n, i])),
+                FlexTensor::from_data(TensorData::new(dw, [i, o])),
+                FlexTensor::from_data(TensorData::new(db, [o])),
+            )
+        }
+    }
+}
+
+#[cfg(feature = "ndarray")]
+#[allow(deprecated)] // Burn deprecates ndarray in favour of flex; it stays as the design's option.
+impl DenseOps for burn::backend::NdArray {}
+
+/// Applies the fused layer to Burn tensors (recorded for autodiff where enabled).
+pub fn dense_relu(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>) -> Tensor<2> {
+    Tensor::from_dispatch(<burn::backend::Dispatch as DenseOps>::dense_relu(
+        x.into_dispatch(),
+        w.into_dispatch(),
+        b.into_dispatch(),
+    ))
+}
+
+/// `relu(x·w + b)` on the host.
+fn forward(x: &[f32], w: &[f32], b: &[f32], n: usize, i: usize, o: usize) -> Vec<f32> {
+    let mut out = matmul(n, i, o, Matrix::row_major(x, i), Matrix::row_major(w, o));
+    for row in out.chunks_exact_mut(o) {
+        for (v, &bias) in row.iter_mut().zip(b) {
+            *v = (*v + bias).max(0.0);
+        }
+    }
+    out
+}
+
+/// `(dx, dw, db)` on the host: the gradient is zeroed where ReLU was, then
+/// `dx = g·wᵀ`, `dw = xᵀ·g` and `db` = the column sums of `g`.
+fn backward(
+    x: &[f32],
+    w: &[f32],
+    out: &[f32],
+    mut grad: Vec<f32>,
+    n: usize,
+    i: usize,
+    o: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut db = vec![0.0f32; o];
+    for (g_row, out_row) in grad.chunks_exact_mut(o).zip(out.chunks_exact(o)) {
+        for ((g, &y), total) in g_row.iter_mut().zip(out_row).zip(&mut db) {
+            if y <= 0.0 {
+                *g = 0.0;
+            }
+            *total += *g;
+        }
+    }
+    let dx = matmul(
+        n,
+        o,
+        i,
+        Matrix::row_major(&grad, o),
+        Matrix::transposed(w, o),
+    );
+    let dw = matmul(
+        i,
+        n,
+        o,
+        Matrix::transposed(x, i),
+        Matrix::row_major(&grad, o),
+    );
+    (dx, dw, db)
+}
+
+/// A read-only matrix view: values with row and column strides.
+#[derive(Clone, Copy)]
+struct Matrix<'a> {
+    values: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Matrix<'a> {
+    /// A row-major matrix with `cols` columns.
+    fn row_major(values: &'a [f32], cols: usize) -> Self {
+        Self {
+            values,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix with `cols` columns.
+    fn transposed(values: &'a [f32], cols: usize) -> Self {
+        Self {
+            values,
+            row_stride: 1,
+            col_stride: cols,
+        }
+    }
+
+    /// Panics unless every element of a `rows × cols` view lies in `values`.
+    fn check(&self, rows: usize, cols: usize) {
+        if rows > 0 && cols > 0 {
+            let last = (rows - 1) * self.row_stride + (cols - 1) * self.col_stride;
+            assert!(last < self.values.len(), "matrix view out of bounds");
+        }
+    }
+}
+
+/// `a·b` for an `m × k` and a `k × n` matrix, row-major `m × n` result,
+/// on the `gemm` crate's kernels (the ones Burn's Flex backend uses) with
+/// all threads.
+fn matmul(m: usize, k: usize, n: usize, a: Matrix, b: Matrix) -> Vec<f32> {
+    a.check(m, k);
+    b.check(k, n);
+    let mut out = vec![0.0f32; m * n];
+    // SAFETY: `check` proved that every element of both views is in bounds,
+    // `out` holds exactly `m × n` values at the strides given, and the three
+    // buffers do not overlap (`out` is fresh). With `read_dst` false gemm
+    // only writes `out`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.values.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.values.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        );
+    }
+    out
+}
+
+/// Records the op for autodiff: parents x, w, b.
+#[derive(Debug)]
+struct DenseReluBackward;
+
+impl<B: Backend + DenseOps> Backward<B, 3> for DenseReluBackward {
+    /// x, w and the op's output.
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (x, w, out) = ops.state;
+        let (dx, dw, db) = B::dense_relu_backward(x, w, out, grad);
+        let [x_node, w_node, b_node] = ops.parents;
+        for (node, grad) in [(x_node, dx), (w_node, dw), (b_node, db)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: Backend + DenseOps, C: CheckpointStrategy> DenseOps for Autodiff<B, C> {
+    fn dense_relu(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let prep = DenseReluBackward
+            .prepare::<C>([x.node(), w.node(), b.node()])
+            .compute_bound()
+            .stateful();
+        let (x, w) = (x.into_primitive(), w.into_primitive());
+        let out = B::dense_relu(x.clone(), w.clone(), b.into_primitive());
+        match prep {
+            OpsKind::Tracked(prep) => prep.finish((x, w, out.clone()), out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        }
+    }
+
+    fn dense_relu_backward(
+        _x: FloatTensor<Self>,
+        _w: FloatTensor<Self>,
+        _out: FloatTensor<Self>,
+        _grad: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        unreachable!("the backward pass runs on the inner backend, never differentiated itself")
+    }
+}
+
+/// Reads a matrix or vector to the host as f32, with its dimensions (a
+/// vector as one row).
+fn to_host<B: Backend>(tensor: FloatTensor<B>) -> (Vec<f32>, [usize; 2]) {
+    let data = read_sync(B::float_into_data(tensor)).expect("CPU tensors can be read back");
+    let dims = match *data.shape().to_vec() {
+        [len] => [1, len],
+        [rows, cols] => [rows, cols],
+        ref other => panic!("expected a matrix, got shape {other:?}"),
+    };
+    let values = data
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("converted to f32");
+    (values, dims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+    use burn::tensor::activation::relu;
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    fn assert_close(a: &[f32], b: &[f32], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}");
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(worst < 1e-4, "{what}: differs by {worst}");
+    }
+
+    #[test]
+    fn values_and_gradients_match_burns_own_ops() {
+        let device = crate::backend::device().autodiff();
+        device.seed(5);
+        let (n, i, o) = (5, 37, 11);
+        let x = Tensor::<2>::random([n, i], Distribution::Normal(0.0, 1.0), &device);
+        let w = Tensor::<2>::random([i, o], Distribution::Normal(0.0, 0.3), &device);
+        let b = Tensor::<1>::random([o], Distribution::Normal(0.0, 0.3), &device);
+        let upstream = Tensor::<2>::random([n, o], Distribution::Default, &device);
+        let mut results = Vec::new();
+        for fused in [true, false] {
+            let (x, w, b) = (
+                x.clone().require_grad(),
+                w.clone().require_grad(),
+                b.clone().require_grad(),
+            );
+            let out = if fused {
+                dense_relu(x.clone(), w.clone(), b.clone())
+            } else {
+                relu(x.clone().matmul(w.clone()) + b.clone().unsqueeze_dim(0))
+            };
+            let grads = (out.clone() * upstream.clone()).sum().backward();
+            let grad = |t: &Tensor<2>| values(t.grad(&grads).expect("gradient"));
+            results.push((
+                values(out),
+                grad(&x),
+                grad(&w),
+                values(b.grad(&grads).expect("bias gradient")),
+            ));
+        }
+        let (fused, reference) = (&results[0], &results[1]);
+        assert!(fused.0.contains(&0.0) && fused.0.iter().any(|&v| v > 0.0));
+        assert_close(&fused.0, &reference.0, "outputs");
+        assert_close(&fused.1, &reference.1, "input gradients");
+        assert_close(&fused.2, &reference.2, "weight gradients");
+        assert_close(&fused.3, &reference.3, "bias gradients");
+    }
+
+    #[test]
+    fn works_without_autodiff() {
+        let device = crate::backend::device();
+        let x = Tensor::<2>::random([3, 7], Distribution::Normal(0.0, 1.0), &device);
+        let w = Tensor::<2>::random([7, 4], Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<1>::random([4], Distribution::Default, &device);
+        let reference = relu(x.clone().matmul(w.clone()) + b.clone().unsqueeze_dim(0));
+        assert_close(&values(dense_relu(x, w, b)), &values(reference), "outputs");
+    }
+}
