@@ -17,6 +17,10 @@
 //! with [`ConvBlockBackward`]. The tests hold it to Burn's stock `conv2d`,
 //! `max_pool2d`, `relu` and multiply, values and gradients.
 
+// The extension macro names burn-ndarray, which Burn deprecates in favour of flex; it
+// stays as the design's alternative backend.
+#![cfg_attr(feature = "ndarray", allow(deprecated))]
+
 use std::sync::Arc;
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
@@ -40,7 +44,6 @@ const TAPS: usize = 9;
     NdArray: cfg(feature = "ndarray"),
     Autodiff,
 )]
-#[allow(deprecated)] // The macro names burn-ndarray, which Burn deprecates in favour of flex.
 pub trait ConvBlockOps: Backend {
     /// `images`: `[n, h, w]`; `weight`: `[32, 1, 3, 3]`; `bias`: `[32]`.
     /// Returns `dropout(relu(max_pool_2x2_s1(conv3x3(images, weight)) + bias))`

@@ -8,7 +8,7 @@ use thiserror::Error;
 
 use sha2::{Digest, Sha256};
 
-use crate::download::{TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
+use crate::download::{TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, hex};
 use crate::idx::{self, IdxError, Images};
 
 /// Why the data folder could not be read.
@@ -106,7 +106,7 @@ pub fn load(dir: &Path, part: Part) -> Result<Split, DataError> {
         .chain_update(&image_bytes)
         .chain_update(&label_bytes)
         .finalize();
-    let sha256 = digest.iter().map(|b| format!("{b:02x}")).collect();
+    let sha256 = hex(&digest);
     Ok(Split {
         images,
         labels,

@@ -8,13 +8,18 @@
 //! written three times a step, and bias, ReLU and their backward passes are
 //! more passes still. Here the three matmuls (forward, weight gradient,
 //! input gradient) write straight into the tensors they return, with bias,
-//! ReLU and their gradients folded in. On Flex the inputs are read in place.
+//! ReLU and their gradients folded in, reading Flex's tensors in place. Other
+//! backends compose the op from their own tensor ops.
+
+// The extension macro names burn-ndarray, which Burn deprecates in favour of flex; it
+// stays as the design's alternative backend.
+#![cfg_attr(feature = "ndarray", allow(deprecated))]
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::{Autodiff, Backend, TensorMetadata, backend_extension, tensor::FloatTensor};
-use burn::tensor::{Tensor, TensorData, read_sync};
+use burn::tensor::{Shape, Tensor};
 
 /// The fused dense layer as a backend operation.
 #[backend_extension(
@@ -23,18 +28,16 @@ use burn::tensor::{Tensor, TensorData, read_sync};
     Autodiff,
 )]
 pub trait DenseOps: Backend {
-    /// `relu(x·w + b)` for `x`: `[n, i]`, `w`: `[i, o]`, `b`: `[o]`.
+    /// `relu(x·w + b)` for `x`: `[n, i]`, `w`: `[i, o]`, `b`: `[o]`. By default
+    /// composed of the backend's own ops.
     fn dense_relu(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,
         b: FloatTensor<Self>,
     ) -> FloatTensor<Self> {
-        let device = x.device();
-        let (x, [n, i]) = to_host::<Self>(x);
-        let (w, [_, o]) = to_host::<Self>(w);
-        let (b, _) = to_host::<Self>(b);
-        let out = forward(&x, &w, &b, n, i, o);
-        Self::float_from_data(TensorData::new(out, [n, o]), &device)
+        let o = b.shape()[0];
+        let b = Self::float_reshape(b, Shape::new([1, o]));
+        Self::relu(Self::float_add(Self::float_matmul(x, w), b))
     }
 
     /// The gradients `(dx, dw, db)` of [`dense_relu`](DenseOps::dense_relu),
@@ -45,17 +48,12 @@ pub trait DenseOps: Backend {
         out: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        let device = x.device();
-        let (x, [n, i]) = to_host::<Self>(x);
-        let (w, [_, o]) = to_host::<Self>(w);
-        let (out, _) = to_host::<Self>(out);
-        let (grad, _) = to_host::<Self>(grad);
-        let (dx, dw, db) = backward(&x, &w, &out, grad, n, i, o);
-        (
-            Self::float_from_data(TensorData::new(dx, [n, i]), &device),
-            Self::float_from_data(TensorData::new(dw, [i, o]), &device),
-            Self::float_from_data(TensorData::new(db, [o]), &device),
-        )
+        let g = Self::relu_backward(out, grad);
+        let o = g.shape()[1];
+        let dx = Self::float_matmul(g.clone(), Self::float_transpose(w));
+        let dw = Self::float_matmul(Self::float_transpose(x), g.clone());
+        let db = Self::float_reshape(Self::float_sum_dim(g, 0), Shape::new([o]));
+        (dx, dw, db)
     }
 }
 
@@ -64,6 +62,7 @@ mod flex {
     use super::*;
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
+    use burn::tensor::TensorData;
 
     /// Runs `f` on the tensor's values, in place when they are contiguous.
     fn with_values<R>(t: &FlexTensor, f: impl FnOnce(&[f32]) -> R) -> R {
@@ -108,6 +107,127 @@ mod flex {
             )
         }
     }
+
+    /// `relu(x·w + b)` on the host.
+    fn forward(x: &[f32], w: &[f32], b: &[f32], n: usize, i: usize, o: usize) -> Vec<f32> {
+        let mut out = matmul(n, i, o, Matrix::row_major(x, i), Matrix::row_major(w, o));
+        for row in out.chunks_exact_mut(o) {
+            for (v, &bias) in row.iter_mut().zip(b) {
+                *v = (*v + bias).max(0.0);
+            }
+        }
+        out
+    }
+
+    /// `(dx, dw, db)` on the host: the gradient is zeroed where ReLU was, then
+    /// `dx = g·wᵀ`, `dw = xᵀ·g` and `db` = the column sums of `g`.
+    fn backward(
+        x: &[f32],
+        w: &[f32],
+        out: &[f32],
+        mut grad: Vec<f32>,
+        n: usize,
+        i: usize,
+        o: usize,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let mut db = vec![0.0f32; o];
+        for (g_row, out_row) in grad.chunks_exact_mut(o).zip(out.chunks_exact(o)) {
+            for ((g, &y), total) in g_row.iter_mut().zip(out_row).zip(&mut db) {
+                if y <= 0.0 {
+                    *g = 0.0;
+                }
+                *total += *g;
+            }
+        }
+        let dx = matmul(
+            n,
+            o,
+            i,
+            Matrix::row_major(&grad, o),
+            Matrix::transposed(w, o),
+        );
+        let dw = matmul(
+            i,
+            n,
+            o,
+            Matrix::transposed(x, i),
+            Matrix::row_major(&grad, o),
+        );
+        (dx, dw, db)
+    }
+
+    /// A read-only matrix view: values with row and column strides.
+    #[derive(Clone, Copy)]
+    struct Matrix<'a> {
+        values: &'a [f32],
+        row_stride: usize,
+        col_stride: usize,
+    }
+
+    impl<'a> Matrix<'a> {
+        /// A row-major matrix with `cols` columns.
+        fn row_major(values: &'a [f32], cols: usize) -> Self {
+            Self {
+                values,
+                row_stride: cols,
+                col_stride: 1,
+            }
+        }
+
+        /// The transpose of a row-major matrix with `cols` columns.
+        fn transposed(values: &'a [f32], cols: usize) -> Self {
+            Self {
+                values,
+                row_stride: 1,
+                col_stride: cols,
+            }
+        }
+
+        /// Panics unless every element of a `rows × cols` view lies in `values`.
+        fn check(&self, rows: usize, cols: usize) {
+            if rows > 0 && cols > 0 {
+                let last = (rows - 1) * self.row_stride + (cols - 1) * self.col_stride;
+                assert!(last < self.values.len(), "matrix view out of bounds");
+            }
+        }
+    }
+
+    /// `a·b` for an `m × k` and a `k × n` matrix, row-major `m × n` result,
+    /// on the `gemm` crate's kernels (the ones Burn's Flex backend uses) with
+    /// all threads.
+    fn matmul(m: usize, k: usize, n: usize, a: Matrix, b: Matrix) -> Vec<f32> {
+        a.check(m, k);
+        b.check(k, n);
+        let mut out = vec![0.0f32; m * n];
+        // SAFETY: `check` proved that every element of both views is in bounds,
+        // `out` holds exactly `m × n` values at the strides given, and the three
+        // buffers do not overlap (`out` is fresh). With `read_dst` false gemm
+        // only writes `out`.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.values.as_ptr(),
+                a.col_stride as isize,
+                a.row_stride as isize,
+                b.values.as_ptr(),
+                b.col_stride as isize,
+                b.row_stride as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::Rayon(0),
+            );
+        }
+        out
+    }
 }
 
 #[cfg(feature = "ndarray")]
@@ -121,127 +241,6 @@ pub fn dense_relu(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>) -> Tensor<2> {
         w.into_dispatch(),
         b.into_dispatch(),
     ))
-}
-
-/// `relu(x·w + b)` on the host.
-fn forward(x: &[f32], w: &[f32], b: &[f32], n: usize, i: usize, o: usize) -> Vec<f32> {
-    let mut out = matmul(n, i, o, Matrix::row_major(x, i), Matrix::row_major(w, o));
-    for row in out.chunks_exact_mut(o) {
-        for (v, &bias) in row.iter_mut().zip(b) {
-            *v = (*v + bias).max(0.0);
-        }
-    }
-    out
-}
-
-/// `(dx, dw, db)` on the host: the gradient is zeroed where ReLU was, then
-/// `dx = g·wᵀ`, `dw = xᵀ·g` and `db` = the column sums of `g`.
-fn backward(
-    x: &[f32],
-    w: &[f32],
-    out: &[f32],
-    mut grad: Vec<f32>,
-    n: usize,
-    i: usize,
-    o: usize,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut db = vec![0.0f32; o];
-    for (g_row, out_row) in grad.chunks_exact_mut(o).zip(out.chunks_exact(o)) {
-        for ((g, &y), total) in g_row.iter_mut().zip(out_row).zip(&mut db) {
-            if y <= 0.0 {
-                *g = 0.0;
-            }
-            *total += *g;
-        }
-    }
-    let dx = matmul(
-        n,
-        o,
-        i,
-        Matrix::row_major(&grad, o),
-        Matrix::transposed(w, o),
-    );
-    let dw = matmul(
-        i,
-        n,
-        o,
-        Matrix::transposed(x, i),
-        Matrix::row_major(&grad, o),
-    );
-    (dx, dw, db)
-}
-
-/// A read-only matrix view: values with row and column strides.
-#[derive(Clone, Copy)]
-struct Matrix<'a> {
-    values: &'a [f32],
-    row_stride: usize,
-    col_stride: usize,
-}
-
-impl<'a> Matrix<'a> {
-    /// A row-major matrix with `cols` columns.
-    fn row_major(values: &'a [f32], cols: usize) -> Self {
-        Self {
-            values,
-            row_stride: cols,
-            col_stride: 1,
-        }
-    }
-
-    /// The transpose of a row-major matrix with `cols` columns.
-    fn transposed(values: &'a [f32], cols: usize) -> Self {
-        Self {
-            values,
-            row_stride: 1,
-            col_stride: cols,
-        }
-    }
-
-    /// Panics unless every element of a `rows × cols` view lies in `values`.
-    fn check(&self, rows: usize, cols: usize) {
-        if rows > 0 && cols > 0 {
-            let last = (rows - 1) * self.row_stride + (cols - 1) * self.col_stride;
-            assert!(last < self.values.len(), "matrix view out of bounds");
-        }
-    }
-}
-
-/// `a·b` for an `m × k` and a `k × n` matrix, row-major `m × n` result,
-/// on the `gemm` crate's kernels (the ones Burn's Flex backend uses) with
-/// all threads.
-fn matmul(m: usize, k: usize, n: usize, a: Matrix, b: Matrix) -> Vec<f32> {
-    a.check(m, k);
-    b.check(k, n);
-    let mut out = vec![0.0f32; m * n];
-    // SAFETY: `check` proved that every element of both views is in bounds,
-    // `out` holds exactly `m × n` values at the strides given, and the three
-    // buffers do not overlap (`out` is fresh). With `read_dst` false gemm
-    // only writes `out`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.values.as_ptr(),
-            a.col_stride as isize,
-            a.row_stride as isize,
-            b.values.as_ptr(),
-            b.col_stride as isize,
-            b.row_stride as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        );
-    }
-    out
 }
 
 /// Records the op for autodiff: parents x, w, b.
@@ -291,22 +290,6 @@ impl<B: Backend + DenseOps, C: CheckpointStrategy> DenseOps for Autodiff<B, C> {
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         unreachable!("the backward pass runs on the inner backend, never differentiated itself")
     }
-}
-
-/// Reads a matrix or vector to the host as f32, with its dimensions (a
-/// vector as one row).
-fn to_host<B: Backend>(tensor: FloatTensor<B>) -> (Vec<f32>, [usize; 2]) {
-    let data = read_sync(B::float_into_data(tensor)).expect("CPU tensors can be read back");
-    let dims = match *data.shape().to_vec() {
-        [len] => [1, len],
-        [rows, cols] => [rows, cols],
-        ref other => panic!("expected a matrix, got shape {other:?}"),
-    };
-    let values = data
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("converted to f32");
-    (values, dims)
 }
 
 #[cfg(test)]

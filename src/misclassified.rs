@@ -74,22 +74,19 @@ pub fn png_name(m: &Mistake) -> String {
 /// Writes a 28×28 greyscale PNG (atomically).
 pub fn write_png(path: &Path, pixels: &[u8]) -> Result<(), DownloadError> {
     let mut bytes = Vec::new();
-    {
-        let mut encoder = png::Encoder::new(&mut bytes, SIDE as u32, SIDE as u32);
-        encoder.set_color(png::ColorType::Grayscale);
-        encoder.set_depth(png::BitDepth::Eight);
-        let writer = encoder
-            .write_header()
-            .and_then(|mut w| w.write_image_data(pixels).map(|_| w))
-            .map_err(|e| DownloadError::Write {
-                path: path.to_path_buf(),
-                source: std::io::Error::other(e),
-            })?;
-        writer.finish().map_err(|e| DownloadError::Write {
+    let mut encoder = png::Encoder::new(&mut bytes, SIDE as u32, SIDE as u32);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder
+        .write_header()
+        .and_then(|mut writer| {
+            writer.write_image_data(pixels)?;
+            writer.finish()
+        })
+        .map_err(|e| DownloadError::Write {
             path: path.to_path_buf(),
             source: std::io::Error::other(e),
         })?;
-    }
     write_atomically(path, &bytes)
 }
 

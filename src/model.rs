@@ -3,11 +3,12 @@
 //! Flatten → Dense 128 ReLU → Dense 10 softmax.
 //!
 //! The forward pass is written for speed on a CPU without changing what it
-//! computes: the first block (convolution, bias, ReLU, max-pool, dropout) is
+//! computes. The first block (convolution, bias, ReLU, max-pool, dropout) is
 //! one fused op with its own backward ([`crate::block`]), in channels-last
-//! layout (Keras's own, so the flatten order matches Keras too).
-//! [`Cnn::forward_reference`] computes the same with Burn's stock ops, and
-//! the tests hold the two together.
+//! layout (Keras's own, so the flatten order matches Keras too), and so is the
+//! hidden dense layer with its ReLU ([`crate::dense`]). The output layer is
+//! Burn's `Linear`. [`Cnn::forward_reference`] computes the same function with
+//! Burn's stock ops, and the tests hold the two together.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -145,7 +146,7 @@ impl Cnn {
     }
 
     /// The same function computed with Burn's stock `conv2d`, `max_pool2d`,
-    /// `relu` and a multiply by the dropout mask `[n, 20000]` that
+    /// `relu`, `Linear` and a multiply by the dropout mask `[n, 20000]` that
     /// [`dropout_mask`] gives for the same seed (channels-first, then permuted
     /// to Keras's flatten order). Slow; the yardstick the fused op is tested
     /// against.
@@ -163,10 +164,6 @@ impl Cnn {
             Some(mask) => features * mask,
             None => features,
         };
-        self.dense(features)
-    }
-
-    fn dense(&self, features: Tensor<2>) -> Tensor<2> {
         let hidden = relu(self.hidden.forward(features));
         self.output.forward(hidden)
     }
