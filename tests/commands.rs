@@ -316,3 +316,30 @@ fn ctrl_c_stops_training_and_keeps_the_last_checkpoint_loadable() {
         .collect();
     assert_eq!(names.len(), 2, "only the model and its metadata: {names:?}");
 }
+
+#[test]
+fn train_downloads_the_data_first_when_it_is_missing() {
+    let Some(mnist) = common::real_mnist() else {
+        return; // The canonical checksums need the real files.
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = mnist_cnn()
+        .env("MNIST_MIRROR", &mnist)
+        .args(["train", "--epochs", "1", "--limit", "64", "--data-dir"])
+        .arg(&data)
+        .arg("--model")
+        .arg(dir.path().join("model"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("has no MNIST data yet: downloading it first"),
+        "{stderr}"
+    );
+    for name in ["train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"] {
+        assert!(data.join(name).is_file(), "{name} was not downloaded");
+    }
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Test loss: "));
+}
