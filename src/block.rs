@@ -418,6 +418,7 @@ fn to_host<B: Backend>(tensor: FloatTensor<B>) -> (Vec<f32>, Vec<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_util::{assert_close, values};
     use burn::tensor::activation::relu;
     use burn::tensor::module::{conv2d, max_pool2d};
     use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
@@ -443,20 +444,6 @@ mod tests {
             Some(mask) => out * mask,
             None => out,
         }
-    }
-
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
-    }
-
-    fn assert_close(a: &[f32], b: &[f32], what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}");
-        let worst = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
-        assert!(worst < 1e-4, "{what}: differs by {worst}");
     }
 
     #[test]
