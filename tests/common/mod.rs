@@ -16,9 +16,12 @@ use mnist_cnn::idx::{self, PIXELS};
 
 /// The real MNIST .gz files beside the repository, if present. In CI they
 /// must be: a missing folder there is a failure, not a silent skip.
+/// `MNIST_CNN_TEST_SYNTHETIC=1` forces the synthetic path, to test it.
 pub fn real_mnist() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/mnist");
-    if dir.join("train-images-idx3-ubyte.gz").is_file() {
+    if std::env::var_os("MNIST_CNN_TEST_SYNTHETIC").is_some() {
+        None
+    } else if dir.join("train-images-idx3-ubyte.gz").is_file() {
         Some(dir)
     } else if std::env::var_os("CI").is_some() {
         panic!("CI must provide the real MNIST files at {}", dir.display());
@@ -41,7 +44,7 @@ pub struct Fixture {
 
 impl Fixture {
     /// `n_train` and `n_test` synthetic, learnable digits: class `c` is a
-    /// bright bar at a class-specific place plus noise.
+    /// bright bar at a class-specific place plus noise, with 5% wrong labels.
     pub fn synthetic(n_train: usize, n_test: usize) -> Self {
         let (train_x, train_y) = synthetic_digits(n_train, 1);
         let (test_x, test_y) = synthetic_digits(n_test, 2);
@@ -104,7 +107,14 @@ fn synthetic_digits(n: usize, seed: u64) -> (Vec<u8>, Vec<u8>) {
     let mut labels = Vec::with_capacity(n);
     for i in 0..n {
         let class = (next() % 10) as usize;
-        labels.push(class as u8);
+        // One label in twenty is wrong, so that even a perfect model makes
+        // mistakes for `misclassified` to find.
+        let label = if next() % 20 == 0 {
+            (class + 1 + (next() % 9) as usize) % 10
+        } else {
+            class
+        };
+        labels.push(label as u8);
         let img = &mut pixels[i * PIXELS..(i + 1) * PIXELS];
         for p in img.iter_mut() {
             *p = (next() % 60) as u8;
