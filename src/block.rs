@@ -33,10 +33,12 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-/// Convolution filters (output channels) the op is built for.
-pub const FILTERS: usize = 32;
+// The op is built for the network's shape: 32 filters (its vectorised
+// dimension) of 3×3.
+use crate::model::{FILTERS, KERNEL};
+
 /// Taps of the 3×3 kernel.
-const TAPS: usize = 9;
+const TAPS: usize = KERNEL * KERNEL;
 
 /// The fused block as a backend operation.
 #[backend_extension(
