@@ -5,6 +5,8 @@
 use std::time::Instant;
 
 use burn::tensor::Device;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::data::Split;
@@ -50,6 +52,7 @@ pub fn run(config: &BenchConfig, train: &Split, test: &Split, device: &Device) -
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(&train_config, device);
+    let mut dropout_seeds = SmallRng::seed_from_u64(config.seed);
     let total = config.warmup + config.steps;
     let mut started = Instant::now();
     for step in 0..total {
@@ -58,7 +61,7 @@ pub fn run(config: &BenchConfig, train: &Split, test: &Split, device: &Device) -
         }
         let first = (step * config.batch_size) % (train.len() - config.batch_size + 1);
         let indices: Vec<usize> = (first..first + config.batch_size).collect();
-        trainer.step(train, &indices);
+        trainer.step(train, &indices, dropout_seeds.random());
     }
     let train_s = started.elapsed().as_secs_f64();
     let train_img_per_s = (config.steps * config.batch_size) as f64 / train_s;

@@ -33,12 +33,15 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-// The op is built for the network's shape: 32 filters (its vectorised
-// dimension) of 3×3.
-use crate::model::{FILTERS, KERNEL};
+use crate::arch::{FILTERS, KERNEL, POOL, TAPS};
 
-/// Taps of the 3×3 kernel.
-const TAPS: usize = KERNEL * KERNEL;
+// The filter count (the vectorised dimension) and the kernel size are the
+// network's, from `arch`; the max-pool is written out for 2×2 windows (four
+// positions, recorded as codes 0-3), so another window size must not compile.
+const _: () = assert!(POOL == 2, "the fused block's max-pool reads 2x2 windows");
+
+/// Rows or columns lost at each edge pair by the valid conv and the stride-1 pool.
+const SHRINK: usize = (KERNEL - 1) + (POOL - 1);
 
 /// The fused block as a backend operation.
 #[backend_extension(
@@ -47,9 +50,10 @@ const TAPS: usize = KERNEL * KERNEL;
     Autodiff,
 )]
 pub trait ConvBlockOps: Backend {
-    /// `images`: `[n, h, w]`; `weight`: `[32, 1, 3, 3]`; `bias`: `[32]`.
-    /// Returns `dropout(relu(max_pool_2x2_s1(conv3x3(images, weight)) + bias))`
-    /// as `[n, h-3, w-3, 32]` (channels-last). Dropout is applied when
+    /// `images`: `[n, h, w]`; `weight`: `[FILTERS, 1, KERNEL, KERNEL]`;
+    /// `bias`: `[FILTERS]`. Returns
+    /// `dropout(relu(max_pool_2x2_s1(conv(images, weight)) + bias))` as
+    /// `[n, h - KERNEL, w - KERNEL, FILTERS]` (channels-last). Dropout is applied when
     /// `dropout` is `Some((p, seed))`, with the mask [`dropout_keep`] draws.
     fn conv_block(
         images: FloatTensor<Self>,
@@ -131,7 +135,7 @@ impl Input {
         let (images, dims) = to_host::<B>(images);
         let [n, h, w] = <[usize; 3]>::try_from(dims).expect("images are [n, h, w]");
         let (kernel, dims) = to_host::<B>(weight);
-        assert_eq!(dims, [FILTERS, 1, 3, 3], "conv weight shape");
+        assert_eq!(dims, [FILTERS, 1, KERNEL, KERNEL], "conv weight shape");
         let mut weight = [[0.0; FILTERS]; TAPS];
         for (f, taps) in kernel.chunks_exact(TAPS).enumerate() {
             for (t, &v) in taps.iter().enumerate() {
@@ -139,7 +143,7 @@ impl Input {
             }
         }
         let (bias, _) = to_host::<B>(bias);
-        let bias = <[f32; FILTERS]>::try_from(bias).expect("conv bias is [32]");
+        let bias = <[f32; FILTERS]>::try_from(bias).expect("one conv bias per filter");
         Self {
             images,
             n,
@@ -151,24 +155,29 @@ impl Input {
     }
 
     fn output_shape(&self) -> [usize; 4] {
-        [self.n, self.h - 3, self.w - 3, FILTERS]
+        [self.n, self.h - SHRINK, self.w - SHRINK, FILTERS]
     }
 
     fn image(&self, b: usize) -> &[f32] {
         &self.images[b * self.h * self.w..(b + 1) * self.h * self.w]
     }
 
-    /// The 3×3 convolution of image `b` at every valid position, channels-last.
+    /// Width of the convolution output.
+    fn conv_width(&self) -> usize {
+        self.w - KERNEL + 1
+    }
+
+    /// The convolution of image `b` at every valid position, channels-last.
     #[inline(always)]
     fn convolve(&self, b: usize, conv: &mut Vec<[f32; FILTERS]>) {
-        let (ch, cw) = (self.h - 2, self.w - 2);
+        let (ch, cw) = (self.h - KERNEL + 1, self.conv_width());
         let image = self.image(b);
         conv.clear();
         for y in 0..ch {
             for x in 0..cw {
                 let mut acc = [0.0f32; FILTERS];
                 for (t, taps) in self.weight.iter().enumerate() {
-                    let p = image[(y + t / 3) * self.w + x + t % 3];
+                    let p = image[(y + t / KERNEL) * self.w + x + t % KERNEL];
                     for (a, &k) in acc.iter_mut().zip(taps) {
                         *a += k * p;
                     }
@@ -228,8 +237,8 @@ fn forward_image(
     codes: &mut [u8],
 ) {
     input.convolve(b, conv);
-    let ow = input.w - 3;
-    let cw = input.w - 2;
+    let ow = input.w - SHRINK;
+    let cw = input.conv_width();
     let outputs = out
         .chunks_exact_mut(FILTERS)
         .zip(codes.chunks_exact_mut(FILTERS))
@@ -298,10 +307,10 @@ fn backward_image(
     scale: f32,
     grad_conv: &mut Vec<[f32; FILTERS]>,
 ) -> ([[f32; FILTERS]; TAPS], [f32; FILTERS]) {
-    let ow = input.w - 3;
-    let cw = input.w - 2;
+    let ow = input.w - SHRINK;
+    let cw = input.conv_width();
     grad_conv.clear();
-    grad_conv.resize((input.h - 2) * cw, [0.0; FILTERS]);
+    grad_conv.resize((input.h - KERNEL + 1) * cw, [0.0; FILTERS]);
     let mut grad_bias = [0.0f32; FILTERS];
     let pixels = grad.chunks_exact(FILTERS).zip(codes.chunks_exact(FILTERS));
     for (pixel, (grad, codes)) in pixels.enumerate() {
@@ -331,7 +340,7 @@ fn backward_image(
     for (pos, g) in grad_conv.iter().enumerate() {
         let (y, x) = (pos / cw, pos % cw);
         for (t, taps) in grad_weight.iter_mut().enumerate() {
-            let p = image[(y + t / 3) * input.w + x + t % 3];
+            let p = image[(y + t / KERNEL) * input.w + x + t % KERNEL];
             for (acc, &g) in taps.iter_mut().zip(g) {
                 *acc += g * p;
             }
@@ -354,14 +363,14 @@ impl<B: Backend> Backward<B, 2> for ConvBlockBackward {
         let (grad_weight, grad_bias) = backward(&grad, &ops.state);
         let [weight_node, bias_node] = ops.parents;
         if let Some(node) = weight_node {
-            // Back from [tap][filter] to Burn's [filter, 1, 3, 3].
+            // Back from [tap][filter] to Burn's [filter, 1, KERNEL, KERNEL].
             let mut kernel = vec![0.0f32; FILTERS * TAPS];
             for (t, taps) in grad_weight.iter().enumerate() {
                 for (f, &g) in taps.iter().enumerate() {
                     kernel[f * TAPS + t] = g;
                 }
             }
-            let data = TensorData::new(kernel, [FILTERS, 1, 3, 3]);
+            let data = TensorData::new(kernel, [FILTERS, 1, KERNEL, KERNEL]);
             grads.register::<B>(node.id, B::float_from_data(data, &device));
         }
         if let Some(node) = bias_node {
@@ -440,7 +449,10 @@ mod tests {
             Some(bias),
             ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
         );
-        let pooled = max_pool2d(relu(conv), MaxPoolOptions::new([2, 2]).with_stride([1, 1]));
+        let pooled = max_pool2d(
+            relu(conv),
+            MaxPoolOptions::new([POOL, POOL]).with_stride([1, 1]),
+        );
         let out = pooled.permute([0, 2, 3, 1]);
         match mask {
             Some(mask) => out * mask,
@@ -454,12 +466,15 @@ mod tests {
         device.seed(3);
         let (n, h, w) = (3, 9, 8);
         let images = Tensor::<3>::random([n, h, w], Distribution::Default, &device);
-        let weight =
-            Tensor::<4>::random([FILTERS, 1, 3, 3], Distribution::Normal(0.0, 0.5), &device);
+        let weight = Tensor::<4>::random(
+            [FILTERS, 1, KERNEL, KERNEL],
+            Distribution::Normal(0.0, 0.5),
+            &device,
+        );
         let bias = Tensor::<1>::random([FILTERS], Distribution::Normal(0.0, 0.3), &device);
-        let upstream =
-            Tensor::<4>::random([n, h - 3, w - 3, FILTERS], Distribution::Default, &device);
-        let per_image = (h - 3) * (w - 3) * FILTERS;
+        let (oh, ow) = (h - SHRINK, w - SHRINK);
+        let upstream = Tensor::<4>::random([n, oh, ow, FILTERS], Distribution::Default, &device);
+        let per_image = oh * ow * FILTERS;
 
         for dropout in [None, Some((0.25, 11u64))] {
             let mask = dropout.map(|(p, seed)| {
@@ -467,7 +482,7 @@ mod tests {
                 for (b, chunk) in keep.chunks_mut(per_image).enumerate() {
                     dropout_keep(p, seed, b, chunk);
                 }
-                Tensor::<4>::from_data(TensorData::new(keep, [n, h - 3, w - 3, FILTERS]), &device)
+                Tensor::<4>::from_data(TensorData::new(keep, [n, oh, ow, FILTERS]), &device)
             });
             let mut results = Vec::new();
             for fused in [true, false] {
@@ -495,8 +510,11 @@ mod tests {
     fn works_without_autodiff() {
         let device = crate::backend::device();
         let images = Tensor::<3>::random([2, 6, 7], Distribution::Default, &device);
-        let weight =
-            Tensor::<4>::random([FILTERS, 1, 3, 3], Distribution::Normal(0.0, 0.5), &device);
+        let weight = Tensor::<4>::random(
+            [FILTERS, 1, KERNEL, KERNEL],
+            Distribution::Normal(0.0, 0.5),
+            &device,
+        );
         let bias = Tensor::<1>::zeros([FILTERS], &device);
         let fused = values(conv_block(
             images.clone(),

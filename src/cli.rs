@@ -1,22 +1,24 @@
-//! Command-line interface: argument parsing and the glue that turns each
-//! command into calls to the library, and results into output.
+//! The command line: what each command accepts, checked before any work,
+//! and how it turns into calls to the library and lines for the user.
 
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::bench;
-use crate::data::{self, Part};
-use crate::download::{Downloader, MIRROR_ENV, Mirror, Outcome};
-use crate::eval::{self, Evaluation};
-use crate::misclassified;
-use crate::model::Cnn;
-use crate::train::{self, EpochStats, ModelPaths, Progress, TrainConfig};
+use mnist_cnn::arch;
+use mnist_cnn::backend;
+use mnist_cnn::bench;
+use mnist_cnn::data::{self, DataError, Part, Split};
+use mnist_cnn::download::{DownloadError, Downloader, MIRROR_ENV, Mirror, Outcome};
+use mnist_cnn::eval::{self, Evaluation};
+use mnist_cnn::misclassified;
+use mnist_cnn::store::{ModelPaths, StoreError};
+use mnist_cnn::train::{self, Checkpoint, Job, Metadata, TestResult, TrainConfig, TrainError};
+
+use crate::term::{self, DownloadReport, EXIT_INTERRUPTED, TrainProgress, note, print};
 
 /// Download MNIST, train the Keras tutorial's CNN on it, evaluate it and show its mistakes.
 #[derive(Debug, Parser)]
@@ -40,10 +42,28 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
+/// Largest evaluation batch: the whole test set.
+const MAX_EVAL_BATCH: usize = 10_000;
+
+/// A parser for a whole number from `min` to `max`, whose error names the range.
+fn in_range(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |s: &str| match s.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("must be a whole number from {min} to {max}")),
+    }
+}
+
+fn positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
+        _ => Err("must be a positive number".into()),
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct DataArgs {
-    /// Folder holding the data set (decompressed IDX files).
-    #[arg(long, default_value = "data", global = true)]
+    /// Folder holding the data set (decompressed IDX files) and, by default, the model.
+    #[arg(long, default_value = "data", value_name = "DIR", global = true)]
     pub data_dir: PathBuf,
 }
 
@@ -53,9 +73,12 @@ pub struct MirrorArgs {
     /// file:// URL holding the .gz files. Repeatable. MNIST_MIRROR adds more.
     #[arg(long = "mirror", value_name = "URL")]
     pub mirrors: Vec<String>,
+    /// Try only the mirrors given with --mirror and MNIST_MIRROR, not the public ones.
+    #[arg(long)]
+    pub no_default_mirrors: bool,
     /// Seconds to wait for a connection or for data before giving up on a mirror.
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
-    pub timeout: u64,
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = in_range(1, 3600))]
+    pub timeout: usize,
 }
 
 #[derive(Debug, Args)]
@@ -71,9 +94,19 @@ pub struct DownloadArgs {
 
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Model path: weights go to PATH.bpk, metadata to PATH.json.
-    #[arg(long = "model", default_value = "data/model", value_name = "PATH")]
-    pub path: PathBuf,
+    /// Model location: weights go to PATH.bpk, metadata to PATH.json; a
+    /// folder holds model.bpk and model.json. [default: DIR/model, DIR being --data-dir]
+    #[arg(long = "model", value_name = "PATH")]
+    pub path: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    fn paths(&self, data: &DataArgs) -> ModelPaths {
+        match &self.path {
+            Some(path) => ModelPaths::new(path),
+            None => ModelPaths::new(&data.data_dir.join(mnist_cnn::store::DEFAULT_MODEL_NAME)),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -84,19 +117,24 @@ pub struct TrainArgs {
     pub mirror: MirrorArgs,
     #[command(flatten)]
     pub model: ModelArgs,
-    #[arg(long, default_value_t = 10)]
-    pub epochs: usize,
-    #[arg(long, default_value_t = 32)]
-    pub batch_size: usize,
-    /// Plain SGD learning rate (no momentum).
-    #[arg(long, default_value_t = 0.01)]
-    pub learning_rate: f64,
-    /// Seed for the initial weights, the shuffling and dropout.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Train on the first N training images only.
+    /// Epochs to train to. [default: 10; with --resume, the checkpoint's]
+    #[arg(long, value_name = "N", value_parser = in_range(1, TrainConfig::MAX_EPOCHS))]
+    pub epochs: Option<usize>,
+    /// Images per SGD step. [default: 32; with --resume, the checkpoint's]
+    #[arg(long, value_name = "N", value_parser = in_range(1, TrainConfig::MAX_BATCH_SIZE))]
+    pub batch_size: Option<usize>,
+    /// Plain SGD learning rate, no momentum. [default: 0.01; with --resume, the checkpoint's]
+    #[arg(long, value_name = "RATE", value_parser = positive, allow_negative_numbers = true)]
+    pub learning_rate: Option<f64>,
+    /// Seed for the initial weights, the shuffling and dropout. [default: 42; with --resume, the checkpoint's]
     #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Train on the first N training images only. [default: all; with --resume, the checkpoint's]
+    #[arg(long, value_name = "N", value_parser = in_range(1, Part::Train.size()))]
     pub limit: Option<usize>,
+    /// Continue the model at --model from its last complete epoch, up to --epochs.
+    #[arg(long)]
+    pub resume: bool,
 }
 
 #[derive(Debug, Args)]
@@ -105,7 +143,8 @@ pub struct EvalArgs {
     pub data: DataArgs,
     #[command(flatten)]
     pub model: ModelArgs,
-    #[arg(long, default_value_t = 128)]
+    /// Images per evaluation batch.
+    #[arg(long, default_value_t = 128, value_name = "N", value_parser = in_range(1, MAX_EVAL_BATCH))]
     pub batch_size: usize,
     /// Print one JSON object instead of the report.
     #[arg(long)]
@@ -119,13 +158,14 @@ pub struct MisclassifiedArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// How many misclassified images to show, chosen at random.
-    #[arg(long, default_value_t = 5, conflicts_with = "all")]
+    #[arg(long, default_value_t = 5, value_name = "N", conflicts_with = "all",
+          value_parser = in_range(1, Part::Test.size()))]
     pub count: usize,
     /// Show every misclassified image.
     #[arg(long)]
     pub all: bool,
     /// Seed for the random choice.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_name = "N")]
     pub seed: u64,
     /// Do not draw the digits in the terminal.
     #[arg(long)]
@@ -136,7 +176,8 @@ pub struct MisclassifiedArgs {
     /// Print a JSON array of {index, predicted, true, confidence} instead.
     #[arg(long)]
     pub json: bool,
-    #[arg(long, default_value_t = 128)]
+    /// Images per evaluation batch.
+    #[arg(long, default_value_t = 128, value_name = "N", value_parser = in_range(1, MAX_EVAL_BATCH))]
     pub batch_size: usize,
 }
 
@@ -147,42 +188,92 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub mirror: MirrorArgs,
     /// Timed training steps.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_name = "N", value_parser = in_range(1, 100_000))]
     pub steps: usize,
     /// Untimed training steps before them.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_name = "N", value_parser = in_range(0, 100_000))]
     pub warmup: usize,
-    #[arg(long, default_value_t = 32)]
+    /// Images per training step.
+    #[arg(long, default_value_t = 32, value_name = "N",
+          value_parser = in_range(1, TrainConfig::MAX_BATCH_SIZE))]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 128)]
+    /// Images per evaluation batch.
+    #[arg(long, default_value_t = 128, value_name = "N", value_parser = in_range(1, MAX_EVAL_BATCH))]
     pub eval_batch_size: usize,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     pub json: bool,
 }
 
-/// Runs the command the user asked for.
-pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Download(args) => download(&args),
+/// Runs the command the user asked for and says how it ended.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Download(args) => download_cmd(&args),
         Command::Train(args) => train_cmd(&args),
         Command::Eval(args) => eval_cmd(&args),
         Command::Misclassified(args) => misclassified_cmd(&args),
         Command::Bench(args) => bench_cmd(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output has gone (`| head`): nothing is wrong.
+        Err(e) if term::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            note(format!("error: {e:#}"));
+            match e.downcast_ref() {
+                Some(TrainError::Interrupted { .. }) => ExitCode::from(EXIT_INTERRUPTED),
+                _ => ExitCode::FAILURE,
+            }
+        }
     }
 }
 
 fn downloader(mirror: &MirrorArgs, force: bool) -> Downloader {
     let env = std::env::var(MIRROR_ENV).ok();
-    let mut d = Downloader::new(Mirror::list(&mirror.mirrors, env.as_deref()));
-    d.timeout = Duration::from_secs(mirror.timeout.max(1));
+    let mirrors = Mirror::list(&mirror.mirrors, env.as_deref(), !mirror.no_default_mirrors);
+    let mut d = Downloader::new(mirrors);
+    d.timeout = Duration::from_secs(mirror.timeout as u64);
     d.force = force;
     d
 }
 
-fn download(args: &DownloadArgs) -> Result<()> {
+/// Adds to a download failure what to do about it.
+fn download_failed(e: DownloadError) -> anyhow::Error {
+    match e {
+        DownloadError::AllMirrorsFailed { .. } | DownloadError::NoMirrors { .. } => anyhow!(
+            "{e} (each reason above); to work offline, pass --mirror DIR or set \
+             {MIRROR_ENV}=DIR, DIR being a folder (or http:// server) that holds the four .gz files"
+        ),
+        DownloadError::Store(_) => e.into(),
+    }
+}
+
+/// Adds to a data-folder failure the command that fixes it.
+fn data_failed(e: DataError, dir: &Path) -> anyhow::Error {
+    let fix = format!("mnist-cnn download --data-dir {}", dir.display());
+    match e {
+        DataError::Missing { .. } => anyhow!("{e}: run `{fix}` first"),
+        DataError::Io { .. } | DataError::Idx(_) => anyhow!("{e}; `{fix}` repairs it"),
+    }
+}
+
+/// Adds to a model-file failure the command that makes a good one.
+fn model_failed(e: StoreError, paths: &ModelPaths) -> anyhow::Error {
+    let fix = format!("mnist-cnn train --model {}", paths.stem().display());
+    match e {
+        StoreError::Missing { .. } => anyhow!("{e}: train one with `{fix}`"),
+        StoreError::Corrupt { .. } | StoreError::Architecture { .. } => {
+            anyhow!("{e}; retrain with `{fix}`")
+        }
+        _ => e.into(),
+    }
+}
+
+fn download_cmd(args: &DownloadArgs) -> Result<()> {
     let dir = &args.data.data_dir;
-    let stored = downloader(&args.mirror, args.force).run(dir)?;
+    let stored = downloader(&args.mirror, args.force)
+        .run(dir, &mut DownloadReport::default())
+        .map_err(download_failed)?;
     let fetched = stored
         .iter()
         .filter(|s| matches!(s.outcome, Outcome::Fetched { .. }))
@@ -190,249 +281,312 @@ fn download(args: &DownloadArgs) -> Result<()> {
     let names = ["x_train", "y_train", "x_test", "y_test"];
     for (name, s) in names.iter().zip(&stored) {
         let dims: Vec<String> = s.shape.iter().map(usize::to_string).collect();
-        let shape = if dims.len() == 1 {
-            format!("({},)", dims[0])
-        } else {
-            format!("({})", dims.join(", "))
+        let shape = match &dims[..] {
+            [one] => format!("({one},)"),
+            _ => format!("({})", dims.join(", ")),
         };
-        println!("{name} shape: {shape}");
+        print(format_args!("{name} shape: {shape}"))?;
     }
-    println!(
+    print(format_args!(
         "{} files in {} ({fetched} fetched, {} already present)",
         stored.len(),
         dir.display(),
         stored.len() - fetched
-    );
+    ))?;
     Ok(())
 }
 
-/// Loads one part of the data, downloading the data set first when absent.
-fn load_or_download(dir: &Path, mirror: &MirrorArgs, part: Part) -> Result<data::Split> {
+/// Fetches the data set first when the folder lacks it.
+fn ensure_data(dir: &Path, mirror: &MirrorArgs) -> Result<()> {
     if !data::is_present(dir) {
-        eprintln!(
+        note(format!(
             "{} has no MNIST data yet: downloading it first",
             dir.display()
-        );
-        downloader(mirror, false).run(dir)?;
+        ));
+        downloader(mirror, false)
+            .run(dir, &mut DownloadReport::default())
+            .map_err(download_failed)?;
     }
-    Ok(data::load(dir, part)?)
+    Ok(())
+}
+
+/// Refuses a batch that would not fit in the memory this machine has free,
+/// rather than letting the kernel kill the process halfway.
+fn check_memory(option: &str, batch: usize, bytes_per_image: usize, work: &str) -> Result<()> {
+    let Some(available) = available_memory() else {
+        return Ok(());
+    };
+    let needed = batch as u64 * bytes_per_image as u64 + (200 << 20);
+    if needed > available {
+        bail!(
+            "{option} {batch} needs about {:.1} GB of memory for {work}; this machine has \
+             {:.1} GB available (try a smaller {option})",
+            needed as f64 / 1e9,
+            available as f64 / 1e9
+        );
+    }
+    Ok(())
+}
+
+/// Memory this process can still take, in bytes: the least of the
+/// system's available memory, the process's address-space limit
+/// (`ulimit -v`) and its cgroup's limit (containers). Linux only.
+fn available_memory() -> Option<u64> {
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let field = |text: &str, key: &str, index: usize| -> Option<u64> {
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line.split_whitespace().nth(index)?.parse().ok()
+    };
+    let system =
+        read("/proc/meminfo").and_then(|t| field(&t, "MemAvailable:", 1).map(|kb| kb * 1024));
+    let address_space = read("/proc/self/limits").and_then(|t| field(&t, "Max address space", 3));
+    let cgroup = read("/sys/fs/cgroup/memory.max")
+        .and_then(|max| max.trim().parse::<u64>().ok())
+        .map(|max| {
+            let used = read("/sys/fs/cgroup/memory.current")
+                .and_then(|c| c.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            max.saturating_sub(used)
+        });
+    [system, address_space, cgroup].into_iter().flatten().min()
 }
 
 fn train_cmd(args: &TrainArgs) -> Result<()> {
     let dir = &args.data.data_dir;
-    let mut data = load_or_download(dir, &args.mirror, Part::Train)?;
-    if let Some(limit) = args.limit {
-        if limit == 0 {
-            bail!("--limit must be at least 1");
-        }
-        data.truncate(limit);
-    }
-    let config = TrainConfig {
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        learning_rate: args.learning_rate,
-        seed: args.seed,
+    let device = backend::device();
+    // Everything that can be wrong with the options or the model location
+    // is found before any download, loading or training.
+    let paths = args.model.paths(&args.data);
+    paths.check_writable()?;
+    paths.remove_stale_temps();
+    let checkpoint = if args.resume {
+        let checkpoint = Checkpoint::load(&paths, &device).map_err(|e| match e {
+            StoreError::Missing { .. } => {
+                anyhow!("{e}: nothing to resume; train without --resume to start a model there")
+            }
+            e => model_failed(e, &paths),
+        })?;
+        Some(checkpoint)
+    } else {
+        None
     };
-    let paths = ModelPaths::new(&args.model.path);
-    if let Some(parent) = paths.weights.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-    }
-    let device = crate::backend::device();
-    println!("{}", Cnn::summary_text());
-    println!(
-        "Training on {} images, batch size {}, SGD learning rate {}, seed {} ({} backend)",
-        data.len(),
+    let saved = checkpoint.as_ref().map(|c| &c.metadata);
+    let defaults = saved.map_or(TrainConfig::DEFAULT, |m| m.config.clone());
+    let config = TrainConfig {
+        epochs: args.epochs.unwrap_or(defaults.epochs),
+        batch_size: args.batch_size.unwrap_or(defaults.batch_size),
+        learning_rate: args.learning_rate.unwrap_or(defaults.learning_rate),
+        seed: args.seed.unwrap_or(defaults.seed),
+    };
+    config.validate()?;
+    check_memory(
+        "--batch-size",
         config.batch_size,
-        config.learning_rate,
-        config.seed,
-        crate::backend::NAME
-    );
-    handle_ctrl_c();
-    let mut progress = CliProgress::new();
-    let (model, _history) = train::train(&data, &config, &device, Some(&paths), &mut progress)?;
-    let test = data::load(dir, Part::Test)?;
+        train::BYTES_PER_IMAGE,
+        "training",
+    )?;
+    if let Some(saved) = saved
+        && saved.epochs_done >= config.epochs
+    {
+        print(format_args!(
+            "{} has trained {} of {} epochs already: nothing to resume (ask for more with --epochs)",
+            paths.weights.display(),
+            saved.epochs_done,
+            config.epochs
+        ))?;
+        return Ok(());
+    }
+    let limit = args
+        .limit
+        .or(saved.map(|m| m.train_examples))
+        .unwrap_or(usize::MAX);
+
+    ensure_data(dir, &args.mirror)?;
+    let (mut data, data_sha256) =
+        data::load_with_digest(dir, Part::Train).map_err(|e| data_failed(e, dir))?;
+    data.truncate(limit);
+    let test = data::load(dir, Part::Test).map_err(|e| data_failed(e, dir))?;
+
+    if checkpoint.is_none() && paths.exists() {
+        let earlier = describe(&paths);
+        let backup = paths.back_up()?;
+        note(format!(
+            "{} held {earlier}; kept it as {} (use --resume to continue a model instead)",
+            paths.weights.display(),
+            backup.weights.display()
+        ));
+    }
+    term::print_lossy(arch::summary());
+    match saved {
+        Some(m) => term::print_lossy(format_args!(
+            "Resuming {} after epoch {} of {}",
+            paths.weights.display(),
+            m.epochs_done,
+            config.epochs
+        )),
+        None => term::print_lossy(format_args!(
+            "Training on {} images, batch size {}, SGD learning rate {}, seed {} ({} backend)",
+            data.len(),
+            config.batch_size,
+            config.learning_rate,
+            config.seed,
+            backend::NAME
+        )),
+    }
+    term::handle_ctrl_c();
+    let job = Job {
+        data: &data,
+        data_sha256,
+        config,
+    };
+    let mut progress = TrainProgress::new();
+    let (model, mut metadata) =
+        train::train(&job, checkpoint, &device, Some(&paths), &mut progress)?;
     let evaluation = eval::evaluate(&model, &test, 128, &device);
-    println!("Test {}", evaluation.summary_line());
-    println!(
+    metadata.test = Some(TestResult {
+        loss: evaluation.loss,
+        accuracy: evaluation.accuracy,
+    });
+    paths.save_metadata(&metadata)?;
+    term::print_lossy(format_args!("Test {}", evaluation.summary_line()));
+    term::print_lossy(format_args!(
         "Model saved to {} (metadata: {})",
         paths.weights.display(),
         paths.metadata.display()
-    );
+    ));
     Ok(())
 }
 
+/// A few words on the model stored at `paths`, from its metadata.
+fn describe(paths: &ModelPaths) -> String {
+    match paths.load_metadata::<Metadata>() {
+        Ok(m) => match m.test {
+            Some(t) => format!(
+                "a model of {} epochs (test accuracy {:.4})",
+                m.epochs_done, t.accuracy
+            ),
+            None => format!("a model of {} epochs", m.epochs_done),
+        },
+        Err(_) => "an earlier model".into(),
+    }
+}
+
+/// The model at `--model` evaluated on the test set.
 fn evaluate_saved(
-    dir: &Path,
+    data: &DataArgs,
     model: &ModelArgs,
     batch_size: usize,
-) -> Result<(Evaluation, data::Split)> {
-    if batch_size == 0 {
-        bail!("--batch-size must be at least 1");
-    }
-    let device = crate::backend::device();
-    let paths = ModelPaths::new(&model.path);
-    let cnn = Cnn::load(&paths.weights, &device)?;
-    let test = data::load(dir, Part::Test)?;
+) -> Result<(Evaluation, Split)> {
+    check_memory(
+        "--batch-size",
+        batch_size,
+        eval::BYTES_PER_IMAGE,
+        "evaluation",
+    )?;
+    let device = backend::device();
+    let paths = model.paths(data);
+    let cnn = paths
+        .load_weights(&device)
+        .map_err(|e| model_failed(e, &paths))?;
+    let dir = &data.data_dir;
+    let test = data::load(dir, Part::Test).map_err(|e| data_failed(e, dir))?;
     Ok((eval::evaluate(&cnn, &test, batch_size, &device), test))
 }
 
 fn eval_cmd(args: &EvalArgs) -> Result<()> {
-    let (evaluation, _) = evaluate_saved(&args.data.data_dir, &args.model, args.batch_size)?;
+    let (evaluation, _) = evaluate_saved(&args.data, &args.model, args.batch_size)?;
     if args.json {
-        println!("{}", serde_json::to_string(&evaluation)?);
+        print(serde_json::to_string(&evaluation)?)?;
     } else {
-        println!("{}", evaluation.summary_line());
-        print!("{}", evaluation.report());
+        print(evaluation.summary_line())?;
+        print(evaluation.report().trim_end())?;
     }
     Ok(())
 }
 
 fn misclassified_cmd(args: &MisclassifiedArgs) -> Result<()> {
-    let (evaluation, test) = evaluate_saved(&args.data.data_dir, &args.model, args.batch_size)?;
+    if let Some(dir) = &args.png {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow!("cannot create {}: {e}", dir.display()))?;
+    }
+    let (evaluation, test) = evaluate_saved(&args.data, &args.model, args.batch_size)?;
     let count = (!args.all).then_some(args.count);
-    let mistakes = misclassified::pick(&evaluation, &test, count, args.seed);
-    let total = evaluation.misclassified(&test.labels).len();
+    let picked = misclassified::pick(&evaluation, &test, count, args.seed);
+    let (total, mistakes) = (picked.total, &picked.mistakes);
     if let Some(n) = count.filter(|&n| n > total) {
-        eprintln!(
+        note(format!(
             "only {total} of {} test images are misclassified (asked for {n})",
             test.len()
-        );
+        ));
     }
     if let Some(dir) = &args.png {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        for (m, path) in mistakes
-            .iter()
-            .zip(misclassified::png_paths(dir, &mistakes))
-        {
+        for (m, path) in mistakes.iter().zip(misclassified::png_paths(dir, mistakes)) {
             misclassified::write_png(&path, test.images.image(m.index))?;
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string(&mistakes)?);
-        return Ok(());
+        return Ok(print(serde_json::to_string(mistakes)?)?);
     }
-    println!(
+    print(format_args!(
         "{total} of {} test images misclassified; showing {}",
         test.len(),
         mistakes.len()
-    );
-    let mut out = std::io::stdout().lock();
-    for m in &mistakes {
-        writeln!(
-            out,
+    ))?;
+    for m in mistakes {
+        print(format_args!(
             "\n#{}: predicted {}, true {} (confidence {:.1}%)",
             m.index,
             m.predicted,
             m.truth,
             m.confidence * 100.0
-        )?;
+        ))?;
         if !args.no_render {
-            write!(out, "{}", misclassified::render(test.images.image(m.index)))?;
+            let drawing = misclassified::render(test.images.image(m.index));
+            print(drawing.trim_end_matches('\n'))?;
         }
     }
     if let Some(dir) = &args.png {
-        writeln!(out, "\nPNG files written to {}", dir.display())?;
+        print(format_args!("\nPNG files written to {}", dir.display()))?;
     }
     Ok(())
 }
 
-/// Set by the first Ctrl-C during training; the trainer stops before its
-/// next step, so no checkpoint is ever cut off halfway.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-/// Exit status of a program stopped by Ctrl-C (128 + SIGINT).
-pub const EXIT_INTERRUPTED: u8 = 130;
-
-/// First Ctrl-C: finish the current step and stop cleanly. Second: quit now.
-fn handle_ctrl_c() {
-    let result = ctrlc::set_handler(|| {
-        if INTERRUPTED.swap(true, Ordering::Relaxed) {
-            std::process::exit(EXIT_INTERRUPTED.into());
-        }
-        eprintln!("\nstopping after this step (Ctrl-C again to quit at once)");
-    });
-    if let Err(e) = result {
-        eprintln!("warning: cannot catch Ctrl-C: {e}");
-    }
-}
-
-/// Keras-style training progress: a bar per epoch on a terminal, one line per epoch always.
-struct CliProgress {
-    bar: Option<ProgressBar>,
-    terminal: bool,
-}
-
-impl CliProgress {
-    fn new() -> Self {
-        Self {
-            bar: None,
-            terminal: std::io::stderr().is_terminal(),
-        }
-    }
-}
-
-impl Progress for CliProgress {
-    fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
-        if !self.terminal {
-            return;
-        }
-        let bar = ProgressBar::new(steps as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{prefix} {pos}/{len} [{bar:30}] - ETA: {eta} - {msg}")
-                .expect("static template is valid")
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("Epoch {epoch}/{epochs}"));
-        self.bar = Some(bar);
-    }
-
-    fn step(&mut self, step: usize, loss: f64, accuracy: f64) {
-        if let Some(bar) = &self.bar {
-            bar.set_position(step as u64);
-            if step.is_multiple_of(16) {
-                bar.set_message(format!("loss: {loss:.4} - accuracy: {accuracy:.4}"));
-            }
-        }
-    }
-
-    fn should_stop(&self) -> bool {
-        INTERRUPTED.load(Ordering::Relaxed)
-    }
-
-    fn epoch_end(&mut self, stats: &EpochStats, epochs: usize) {
-        if let Some(bar) = self.bar.take() {
-            bar.finish_and_clear();
-        }
-        println!(
-            "Epoch {}/{epochs} - {:.1}s - loss: {:.4} - accuracy: {:.4}",
-            stats.epoch, stats.seconds, stats.loss, stats.accuracy
-        );
-    }
-}
-
 fn bench_cmd(args: &BenchArgs) -> Result<()> {
-    if args.steps == 0 || args.batch_size == 0 || args.eval_batch_size == 0 {
-        bail!("--steps, --batch-size and --eval-batch-size must be at least 1");
-    }
+    check_memory(
+        "--batch-size",
+        args.batch_size,
+        train::BYTES_PER_IMAGE,
+        "training",
+    )?;
+    check_memory(
+        "--eval-batch-size",
+        args.eval_batch_size,
+        eval::BYTES_PER_IMAGE,
+        "evaluation",
+    )?;
     let dir = &args.data.data_dir;
-    let train = load_or_download(dir, &args.mirror, Part::Train)?;
-    let test = data::load(dir, Part::Test)?;
+    ensure_data(dir, &args.mirror)?;
+    let train = data::load(dir, Part::Train).map_err(|e| data_failed(e, dir))?;
+    let test = data::load(dir, Part::Test).map_err(|e| data_failed(e, dir))?;
     if train.len() < args.batch_size {
-        bail!("the training set has fewer than --batch-size images");
+        bail!(
+            "--batch-size {} is more than the {} training images",
+            args.batch_size,
+            train.len()
+        );
     }
     let config = bench::BenchConfig {
         steps: args.steps,
         warmup: args.warmup,
         batch_size: args.batch_size,
         eval_batch_size: args.eval_batch_size,
-        seed: 42,
+        seed: TrainConfig::DEFAULT.seed,
     };
-    let result = bench::run(&config, &train, &test, &crate::backend::device());
+    let result = bench::run(&config, &train, &test, &backend::device());
     if args.json {
-        println!("{}", serde_json::to_string(&result)?);
+        print(serde_json::to_string(&result)?)?;
     } else {
-        println!("{}", result.report());
+        print(result.report())?;
     }
     Ok(())
 }

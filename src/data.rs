@@ -1,21 +1,74 @@
-//! The data set as the commands use it: the four verified IDX files in the
-//! data folder, parsed into u8 images and labels.
+//! The MNIST data set as this tool lays it out: the four files, their
+//! canonical checksums, which half each belongs to, and the data folder the
+//! commands read them from (decompressed, as `download` stores them).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use sha2::{Digest, Sha256};
-
-use crate::download::{TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, hex};
 use crate::idx::{self, IdxError, Images};
+use crate::store::sha256_hex;
+
+/// One of the files that make up the data set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    /// File name once decompressed, e.g. `train-images-idx3-ubyte`; mirrors
+    /// serve it with `.gz` appended.
+    pub name: String,
+    /// Lower-case hex SHA-256 of the decompressed bytes. Mirrors differ in
+    /// their gzip bytes, never in these.
+    pub sha256: String,
+}
+
+impl FileSpec {
+    pub fn new(name: &str, sha256: &str) -> Self {
+        Self {
+            name: name.into(),
+            sha256: sha256.into(),
+        }
+    }
+
+    /// The name mirrors serve the file under.
+    pub fn gz_name(&self) -> String {
+        format!("{}.gz", self.name)
+    }
+}
+
+/// Canonical names of the four files.
+pub const TRAIN_IMAGES: &str = "train-images-idx3-ubyte";
+pub const TRAIN_LABELS: &str = "train-labels-idx1-ubyte";
+pub const TEST_IMAGES: &str = "t10k-images-idx3-ubyte";
+pub const TEST_LABELS: &str = "t10k-labels-idx1-ubyte";
+
+/// The four real MNIST files with their canonical checksums, in the order
+/// the tutorial loads them.
+pub fn mnist_files() -> Vec<FileSpec> {
+    vec![
+        FileSpec::new(
+            TRAIN_IMAGES,
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+        ),
+        FileSpec::new(
+            TRAIN_LABELS,
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+        ),
+        FileSpec::new(
+            TEST_IMAGES,
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+        ),
+        FileSpec::new(
+            TEST_LABELS,
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        ),
+    ]
+}
 
 /// Why the data folder could not be read.
 #[derive(Debug, Error)]
 pub enum DataError {
-    #[error("{} is missing: run `mnist-cnn download --data-dir {}` first", path.display(), dir.display())]
-    Missing { path: PathBuf, dir: PathBuf },
+    #[error("{} is missing", path.display())]
+    Missing { path: PathBuf },
     #[error("cannot read {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -40,6 +93,14 @@ impl Part {
             Part::Test => [TEST_IMAGES, TEST_LABELS],
         }
     }
+
+    /// How many images the real part holds.
+    pub fn size(self) -> usize {
+        match self {
+            Part::Train => 60_000,
+            Part::Test => 10_000,
+        }
+    }
 }
 
 /// Images with their labels.
@@ -47,9 +108,6 @@ impl Part {
 pub struct Split {
     pub images: Images,
     pub labels: Vec<u8>,
-    /// SHA-256 over the images file then the labels file, as read: recorded
-    /// with a trained model so that its provenance can be checked.
-    pub sha256: String,
 }
 
 impl Split {
@@ -78,20 +136,25 @@ pub fn is_present(dir: &Path) -> bool {
 
 /// Reads and parses one part of the data set from `dir`.
 pub fn load(dir: &Path, part: Part) -> Result<Split, DataError> {
+    read(dir, part, false).map(|(split, _)| split)
+}
+
+/// [`load`], plus the SHA-256 over the images file then the labels file as
+/// read: what a trained model records of the data it was trained on. Kept
+/// apart because hashing 47 MB is work only training needs.
+pub fn load_with_digest(dir: &Path, part: Part) -> Result<(Split, String), DataError> {
+    read(dir, part, true).map(|(split, digest)| (split, digest.unwrap_or_default()))
+}
+
+fn read(dir: &Path, part: Part, digest: bool) -> Result<(Split, Option<String>), DataError> {
     let [images_name, labels_name] = part.files();
     let read = |name: &str| {
         let path = dir.join(name);
         fs::read(&path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
-                DataError::Missing {
-                    path: path.clone(),
-                    dir: dir.to_path_buf(),
-                }
+                DataError::Missing { path }
             } else {
-                DataError::Io {
-                    path: path.clone(),
-                    source,
-                }
+                DataError::Io { path, source }
             }
         })
     };
@@ -102,14 +165,6 @@ pub fn load(dir: &Path, part: Part) -> Result<Split, DataError> {
     let images = idx::parse_images(&image_bytes, &images_file)?;
     let labels = idx::parse_labels(&label_bytes, &labels_file)?;
     idx::check_counts(&images, &images_file, &labels, &labels_file)?;
-    let digest = Sha256::new()
-        .chain_update(&image_bytes)
-        .chain_update(&label_bytes)
-        .finalize();
-    let sha256 = hex(&digest);
-    Ok(Split {
-        images,
-        labels,
-        sha256,
-    })
+    let digest = digest.then(|| sha256_hex([&image_bytes[..], &label_bytes[..]]));
+    Ok((Split { images, labels }, digest))
 }

@@ -301,11 +301,22 @@ mod tests {
 
     #[test]
     fn values_and_gradients_match_burns_own_ops() {
+        check_against_burn(5, 37, 11);
+    }
+
+    /// At the network's real shape, where gemm takes its packed,
+    /// multi-threaded path rather than the small-matrix one.
+    #[test]
+    fn values_and_gradients_match_burns_own_ops_at_the_real_shape() {
+        check_against_burn(32, crate::arch::FEATURES, crate::arch::HIDDEN);
+    }
+
+    fn check_against_burn(n: usize, i: usize, o: usize) {
         let device = crate::backend::device().autodiff();
         device.seed(5);
-        let (n, i, o) = (5, 37, 11);
         let x = Tensor::<2>::random([n, i], Distribution::Normal(0.0, 1.0), &device);
-        let w = Tensor::<2>::random([i, o], Distribution::Normal(0.0, 0.3), &device);
+        let scale = (2.0 / (i + o) as f64).sqrt();
+        let w = Tensor::<2>::random([i, o], Distribution::Normal(0.0, scale), &device);
         let b = Tensor::<1>::random([o], Distribution::Normal(0.0, 0.3), &device);
         let upstream = Tensor::<2>::random([n, o], Distribution::Default, &device);
         let mut results = Vec::new();

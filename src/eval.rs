@@ -2,11 +2,16 @@
 //! matrix on the test set, as Keras's `model.evaluate` reports them and more.
 
 use burn::tensor::Device;
+use burn::tensor::activation::softmax;
 use serde::Serialize;
 
 use crate::data::Split;
 use crate::idx::CLASSES;
-use crate::model::{Batch, Cnn};
+use crate::model::{Batch, Cnn, cross_entropy};
+
+/// Memory one image of an evaluation batch takes, measured as peak RSS
+/// over batch sizes: for refusing a batch that cannot fit before it is tried.
+pub const BYTES_PER_IMAGE: usize = 100_000;
 
 /// The model's answer for one image.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,27 +36,27 @@ pub struct Evaluation {
     pub predictions: Vec<Prediction>,
 }
 
-/// Runs the model over `data` in batches of `batch_size`.
+/// Runs the model over `data` in batches of `batch_size` (at least 1).
 pub fn evaluate(model: &Cnn, data: &Split, batch_size: usize, device: &Device) -> Evaluation {
-    let batch_size = batch_size.max(1);
     let indices: Vec<usize> = (0..data.len()).collect();
     let mut predictions = Vec::with_capacity(data.len());
     let mut loss_sum = 0.0f64;
     let mut confusion = vec![vec![0usize; CLASSES]; CLASSES];
-    for chunk in indices.chunks(batch_size) {
+    for chunk in indices.chunks(batch_size.max(1)) {
         let batch = Batch::new(&data.images, chunk, device);
-        let probs = model.probabilities(&batch).into_data();
+        let labels: Vec<u8> = chunk.iter().map(|&i| data.labels[i]).collect();
+        let logits = model.forward(&batch, None);
+        let loss = cross_entropy(logits.clone(), &labels).into_scalar::<f32>();
+        loss_sum += loss as f64 * chunk.len() as f64;
+        let probs = softmax(logits, 1).into_data();
         let probs = probs.as_slice::<f32>().expect("probabilities are f32");
-        for (row, &i) in probs.chunks_exact(CLASSES).zip(chunk) {
-            let label = data.labels[i] as usize;
+        for (row, &label) in probs.chunks_exact(CLASSES).zip(&labels) {
             let (predicted, &confidence) = row
                 .iter()
                 .enumerate()
                 .max_by(|a, b| a.1.total_cmp(b.1))
                 .expect("ten classes");
-            // Keras clips probabilities to [1e-7, 1 - 1e-7] before the log.
-            loss_sum -= (row[label].clamp(1e-7, 1.0 - 1e-7) as f64).ln();
-            confusion[label][predicted] += 1;
+            confusion[label as usize][predicted] += 1;
             predictions.push(Prediction {
                 predicted: predicted as u8,
                 confidence,

@@ -61,12 +61,6 @@ pub struct Images {
 }
 
 impl Images {
-    /// Wraps raw pixels; the length must be a multiple of [`PIXELS`].
-    pub fn from_pixels(pixels: Vec<u8>) -> Self {
-        assert_eq!(pixels.len() % PIXELS, 0, "pixel count is not whole images");
-        Self { pixels }
-    }
-
     /// Number of images.
     pub fn len(&self) -> usize {
         self.pixels.len() / PIXELS

@@ -1,13 +1,23 @@
 //! mnist-cnn: the classic Keras MNIST tutorial (download → fit → evaluate →
-//! look at mistakes) as one self-contained Rust program built on Burn.
+//! look at mistakes) as a library the `mnist-cnn` binary drives.
 //!
-//! One module per concern; `main.rs` only hands the parsed command line to
-//! [`cli::run`].
+//! One module per concern; each uses only those listed before it:
+//! - [`idx`]: the IDX file format.
+//! - [`arch`]: the network's shapes and counts.
+//! - [`block`], [`dense`]: its two fused ops; [`model`]: the network and its loss.
+//! - [`store`]: atomic files, hashes, and the model store.
+//! - [`data`]: the MNIST files and the data folder; [`download`]: mirrors
+//!   and verification.
+//! - [`train`], [`eval`], [`misclassified`], [`bench`]: one command each.
+//! - [`backend`]: the CPU backend the crate was built with.
+//!
+//! The library never prints: long work reports through traits
+//! ([`download::Report`], [`train::Progress`]) that the binary implements.
 
+pub mod arch;
 pub mod backend;
 pub mod bench;
 pub mod block;
-pub mod cli;
 pub mod data;
 pub mod dense;
 pub mod download;
@@ -15,12 +25,27 @@ pub mod eval;
 pub mod idx;
 pub mod misclassified;
 pub mod model;
+pub mod store;
 pub mod train;
 
 /// Helpers shared by the unit tests of the fused ops.
 #[cfg(test)]
 mod test_util {
+    use burn::module::{Module, ModuleVisitor, Param};
     use burn::tensor::Tensor;
+
+    /// Every parameter value of a model, in visiting order.
+    pub fn params(model: &crate::model::Cnn) -> Vec<Vec<f32>> {
+        struct Collect(Vec<Vec<f32>>);
+        impl ModuleVisitor for Collect {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                self.0.push(values(param.val()));
+            }
+        }
+        let mut collect = Collect(Vec::new());
+        model.visit(&mut collect);
+        collect.0
+    }
 
     /// A tensor's values.
     pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {

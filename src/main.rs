@@ -1,4 +1,11 @@
+//! The `mnist-cnn` binary: parses the command line and hands it to [`cli::run`].
+
 use std::process::ExitCode;
+
+use clap::Parser;
+
+mod cli;
+mod term;
 
 /// Training allocates and frees multi-megabyte activations every step; the
 /// system allocator hands those back to the kernel each time (page faults
@@ -6,20 +13,6 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use clap::Parser;
-use mnist_cnn::cli::{Cli, EXIT_INTERRUPTED, run};
-use mnist_cnn::train::TrainError;
-
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            if let Some(TrainError::Interrupted { .. }) = e.downcast_ref() {
-                ExitCode::from(EXIT_INTERRUPTED)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-    }
+    cli::run(cli::Cli::parse())
 }

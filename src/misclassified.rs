@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde::Serialize;
+use thiserror::Error;
 
 use crate::data::Split;
-use crate::download::{DownloadError, write_atomically};
 use crate::eval::Evaluation;
 use crate::idx::SIDE;
+use crate::store::{StoreError, write_atomically};
 
 /// One misclassified test image.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -24,14 +25,24 @@ pub struct Mistake {
     pub confidence: f32,
 }
 
+/// The mistakes chosen to show, out of how many there are.
+#[derive(Debug, Clone)]
+pub struct Picked {
+    /// How many test images the model gets wrong in all.
+    pub total: usize,
+    /// The chosen ones, in test-set order.
+    pub mistakes: Vec<Mistake>,
+}
+
 /// Picks mistakes: `count` of them at random without replacement (`None`:
 /// all), listed in test-set order.
-pub fn pick(eval: &Evaluation, data: &Split, count: Option<usize>, seed: u64) -> Vec<Mistake> {
+pub fn pick(eval: &Evaluation, data: &Split, count: Option<usize>, seed: u64) -> Picked {
     let wrong = eval.misclassified(&data.labels);
+    let total = wrong.len();
     let mut chosen: Vec<usize> = match count {
-        Some(n) if n < wrong.len() => {
+        Some(n) if n < total => {
             let mut rng = SmallRng::seed_from_u64(seed);
-            rand::seq::index::sample(&mut rng, wrong.len(), n)
+            rand::seq::index::sample(&mut rng, total, n)
                 .into_iter()
                 .map(|k| wrong[k])
                 .collect()
@@ -39,7 +50,7 @@ pub fn pick(eval: &Evaluation, data: &Split, count: Option<usize>, seed: u64) ->
         _ => wrong,
     };
     chosen.sort_unstable();
-    chosen
+    let mistakes = chosen
         .into_iter()
         .map(|index| Mistake {
             index,
@@ -47,7 +58,8 @@ pub fn pick(eval: &Evaluation, data: &Split, count: Option<usize>, seed: u64) ->
             truth: data.labels[index],
             confidence: eval.predictions[index].confidence,
         })
-        .collect()
+        .collect();
+    Picked { total, mistakes }
 }
 
 /// Draws a 28×28 image with shaded block characters, two per pixel so
@@ -71,8 +83,20 @@ pub fn png_name(m: &Mistake) -> String {
     format!("{:05}_pred{}_true{}.png", m.index, m.predicted, m.truth)
 }
 
+/// Why a PNG could not be written.
+#[derive(Debug, Error)]
+pub enum PngError {
+    #[error("cannot encode {} as PNG: {source}", path.display())]
+    Encode {
+        path: PathBuf,
+        source: png::EncodingError,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Writes a 28×28 greyscale PNG (atomically).
-pub fn write_png(path: &Path, pixels: &[u8]) -> Result<(), DownloadError> {
+pub fn write_png(path: &Path, pixels: &[u8]) -> Result<(), PngError> {
     let mut bytes = Vec::new();
     let mut encoder = png::Encoder::new(&mut bytes, SIDE as u32, SIDE as u32);
     encoder.set_color(png::ColorType::Grayscale);
@@ -83,11 +107,11 @@ pub fn write_png(path: &Path, pixels: &[u8]) -> Result<(), DownloadError> {
             writer.write_image_data(pixels)?;
             writer.finish()
         })
-        .map_err(|e| DownloadError::Write {
+        .map_err(|source| PngError::Encode {
             path: path.to_path_buf(),
-            source: std::io::Error::other(e),
+            source,
         })?;
-    write_atomically(path, &bytes)
+    Ok(write_atomically(path, &bytes)?)
 }
 
 /// Where the PNGs of `mistakes` go in `dir`.

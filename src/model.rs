@@ -1,74 +1,26 @@
 //! The tutorial's network, as a Burn module:
 //! Conv2d 1→32 3×3 valid, ReLU → MaxPool 2×2 stride 1 → Dropout 0.25 →
-//! Flatten → Dense 128 ReLU → Dense 10 softmax.
+//! Flatten → Dense 128 ReLU → Dense 10 softmax (shapes in [`crate::arch`]).
 //!
 //! The forward pass is written for speed on a CPU without changing what it
 //! computes. The first block (convolution, bias, ReLU, max-pool, dropout) is
 //! one fused op with its own backward ([`crate::block`]), in channels-last
 //! layout (Keras's own, so the flatten order matches Keras too), and so is the
 //! hidden dense layer with its ReLU ([`crate::dense`]). The output layer is
-//! Burn's `Linear`. [`Cnn::forward_reference`] computes the same function with
-//! Burn's stock ops, and the tests hold the two together.
-
-use std::fs;
-use std::path::{Path, PathBuf};
+//! Burn's `Linear`. The tests hold the whole pass to the same function built
+//! from Burn's stock layers.
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::store::ModuleRecord;
-use burn::tensor::activation::{relu, softmax};
-use burn::tensor::ops::MaxPoolOptions;
-use burn::tensor::{Bytes, Device, Tensor, TensorData};
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::{Device, Tensor, TensorData};
 use rand::Rng;
 use rand::rngs::SmallRng;
-use thiserror::Error;
 
+use crate::arch::{DROPOUT, FEATURES, FILTERS, HIDDEN, KERNEL, TAPS};
 use crate::idx::{CLASSES, Images, SIDE};
 use crate::{block, dense};
-
-/// Convolution filters.
-pub const FILTERS: usize = 32;
-/// Side of the convolution kernel.
-pub const KERNEL: usize = 3;
-/// Side of the convolution output (valid padding).
-pub const CONV_SIDE: usize = SIDE - KERNEL + 1;
-/// Side of the max-pool output (2×2, stride 1).
-pub const POOL_SIDE: usize = CONV_SIDE - 1;
-/// Features entering the dense layers: 25 × 25 × 32.
-pub const FEATURES: usize = POOL_SIDE * POOL_SIDE * FILTERS;
-/// Units of the hidden dense layer.
-pub const HIDDEN: usize = 128;
-/// Fraction of features dropped while training.
-pub const DROPOUT: f64 = 0.25;
-/// Parameters of the convolution: 3×3 weights and a bias per filter.
-pub const CONV_PARAMS: usize = KERNEL * KERNEL * FILTERS + FILTERS;
-/// Parameters of the hidden dense layer.
-pub const HIDDEN_PARAMS: usize = FEATURES * HIDDEN + HIDDEN;
-/// Parameters of the output layer.
-pub const OUTPUT_PARAMS: usize = HIDDEN * CLASSES + CLASSES;
-/// All parameters: 2,561,738.
-pub const PARAMETERS: usize = CONV_PARAMS + HIDDEN_PARAMS + OUTPUT_PARAMS;
-/// A short name of the architecture, stored with every model.
-pub const ARCHITECTURE: &str = "conv2d(32,3x3,valid,relu)-maxpool(2x2,s1)-dropout(0.25)-flatten-dense(128,relu)-dense(10,softmax)";
-
-/// Why a model file could not be used.
-#[derive(Debug, Error)]
-pub enum ModelError {
-    #[error("model file {} not found: train one with `mnist-cnn train --model {}`", path.display(), stem.display())]
-    Missing { path: PathBuf, stem: PathBuf },
-    #[error("cannot read model file {}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("model file {} is corrupt or not a model file ({reason}); retrain with `mnist-cnn train`", path.display())]
-    Corrupt { path: PathBuf, reason: String },
-    #[error("model file {} holds another architecture ({reason}); retrain with `mnist-cnn train`", path.display())]
-    Architecture { path: PathBuf, reason: String },
-    #[error("cannot save model to {}: {reason}", path.display())]
-    Save { path: PathBuf, reason: String },
-}
 
 /// The network.
 #[derive(Module, Debug)]
@@ -95,35 +47,40 @@ impl Batch {
             images: Tensor::from_data(TensorData::new(pixels, [indices.len(), SIDE, SIDE]), device),
         }
     }
-
-    /// The same images as `[n, 1, 28, 28]`, the layout of Burn's `conv2d`.
-    pub fn channels_first(&self) -> Tensor<4> {
-        self.images.clone().unsqueeze_dim(1)
-    }
 }
 
 impl Cnn {
     /// A new network with Keras's initialisation (Glorot-uniform weights,
     /// zero biases), drawn from `rng` so that a seed fixes it on any backend.
     pub fn new(device: &Device, rng: &mut SmallRng) -> Self {
-        let mut conv = Conv2dConfig::new([1, FILTERS], [KERNEL, KERNEL])
-            .with_initializer(Initializer::Zeros)
-            .init(device);
-        let k = KERNEL * KERNEL;
-        conv.weight = glorot(rng, [FILTERS, 1, KERNEL, KERNEL], k, k * FILTERS, device);
-        let dense = |d_in: usize, d_out: usize, rng: &mut SmallRng| {
-            let mut layer = LinearConfig::new(d_in, d_out)
+        let mut model = Self::skeleton(device);
+        model.conv.weight = glorot(
+            rng,
+            [FILTERS, 1, KERNEL, KERNEL],
+            TAPS,
+            TAPS * FILTERS,
+            device,
+        );
+        model.hidden.weight = glorot(rng, [FEATURES, HIDDEN], FEATURES, HIDDEN, device);
+        model.output.weight = glorot(rng, [HIDDEN, CLASSES], HIDDEN, CLASSES, device);
+        model
+    }
+
+    /// The network's structure with zero parameters, to load saved weights
+    /// into. Burn initialises parameters lazily, so the zeros are never
+    /// materialised for a parameter that a record replaces.
+    pub fn skeleton(device: &Device) -> Self {
+        let linear = |d_in, d_out| {
+            LinearConfig::new(d_in, d_out)
                 .with_initializer(Initializer::Zeros)
-                .init(device);
-            layer.weight = glorot(rng, [d_in, d_out], d_in, d_out, device);
-            layer
+                .init(device)
         };
-        let hidden = dense(FEATURES, HIDDEN, rng);
-        let output = dense(HIDDEN, CLASSES, rng);
         Self {
-            conv,
-            hidden,
-            output,
+            conv: Conv2dConfig::new([1, FILTERS], [KERNEL, KERNEL])
+                .with_initializer(Initializer::Zeros)
+                .init(device),
+            hidden: linear(FEATURES, HIDDEN),
+            output: linear(HIDDEN, CLASSES),
         }
     }
 
@@ -142,29 +99,6 @@ impl Cnn {
             self.hidden.weight.val(),
             self.hidden_bias(),
         );
-        self.output.forward(hidden)
-    }
-
-    /// The same function computed with Burn's stock `conv2d`, `max_pool2d`,
-    /// `relu`, `Linear` and a multiply by the dropout mask `[n, 20000]` that
-    /// [`dropout_mask`] gives for the same seed (channels-first, then permuted
-    /// to Keras's flatten order). Slow; the yardstick the fused op is tested
-    /// against.
-    pub fn forward_reference(
-        &self,
-        images: Tensor<4>,
-        dropout_mask: Option<Tensor<2>>,
-    ) -> Tensor<2> {
-        let n = images.dims()[0];
-        let conv = relu(self.conv.forward(images));
-        let pool = MaxPoolOptions::new([2, 2]).with_stride([1, 1]);
-        let pooled = burn::tensor::module::max_pool2d(conv, pool);
-        let features = pooled.permute([0, 2, 3, 1]).reshape([n, FEATURES]);
-        let features = match dropout_mask {
-            Some(mask) => features * mask,
-            None => features,
-        };
-        let hidden = relu(self.hidden.forward(features));
         self.output.forward(hidden)
     }
 
@@ -188,79 +122,22 @@ impl Cnn {
     pub fn probabilities(&self, batch: &Batch) -> Tensor<2> {
         softmax(self.forward(batch, None), 1)
     }
+}
 
-    /// The table Keras's `model.summary()` prints: layer, output shape, parameters.
-    pub fn summary_text() -> String {
-        let rows = [
-            ("conv2d (Conv2D)", "(None, 26, 26, 32)", CONV_PARAMS),
-            ("max_pooling2d (MaxPooling2D)", "(None, 25, 25, 32)", 0),
-            ("dropout (Dropout)", "(None, 25, 25, 32)", 0),
-            ("flatten (Flatten)", "(None, 20000)", 0),
-            ("dense (Dense)", "(None, 128)", HIDDEN_PARAMS),
-            ("dense_1 (Dense)", "(None, 10)", OUTPUT_PARAMS),
-        ];
-        let line = "_".repeat(65);
-        let rule = "=".repeat(65);
-        let mut out = format!(
-            "Model: \"sequential\"\n{line}\n {:<28} {:<25} Param #\n{rule}\n",
-            "Layer (type)", "Output Shape"
-        );
-        for (layer, shape, params) in rows {
-            out.push_str(&format!(
-                " {layer:<28} {shape:<25} {}\n",
-                group_digits(params)
-            ));
-        }
-        let total = group_digits(PARAMETERS);
-        out.push_str(&format!(
-            "{rule}\nTotal params: {total}\nTrainable params: {total}\nNon-trainable params: 0\n{line}"
-        ));
-        out
+/// Mean categorical cross-entropy of `logits` against integer labels: the
+/// one loss of this tool, for training, evaluation and the tests alike.
+///
+/// Computed from the logits through log-softmax, as Keras does for a
+/// `Dense(..., activation="softmax")` output in `fit` and `evaluate`, so it
+/// stays finite without clipping.
+pub fn cross_entropy(logits: Tensor<2>, labels: &[u8]) -> Tensor<1> {
+    let n = labels.len();
+    let mut one_hot = vec![0.0f32; n * CLASSES];
+    for (row, &label) in labels.iter().enumerate() {
+        one_hot[row * CLASSES + label as usize] = 1.0;
     }
-
-    /// Saves the weights to `path` atomically (temp file + rename).
-    pub fn save(&self, path: &Path) -> Result<(), ModelError> {
-        let err = |reason: String| ModelError::Save {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let bytes = self
-            .clone()
-            .into_record()
-            .into_bytes()
-            .map_err(|e| err(e.to_string()))?;
-        crate::download::write_atomically(path, &bytes).map_err(|e| err(e.to_string()))
-    }
-
-    /// Loads weights saved by [`Cnn::save`], with errors that say what to do.
-    pub fn load(path: &Path, device: &Device) -> Result<Self, ModelError> {
-        let bytes = fs::read(path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                ModelError::Missing {
-                    path: path.to_path_buf(),
-                    stem: path.with_extension(""),
-                }
-            } else {
-                ModelError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                }
-            }
-        })?;
-        let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {
-            ModelError::Corrupt {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            }
-        })?;
-        let mut rng = rand::SeedableRng::seed_from_u64(0);
-        Cnn::new(device, &mut rng)
-            .try_load_record(record)
-            .map_err(|e| ModelError::Architecture {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })
-    }
+    let targets = Tensor::from_data(TensorData::new(one_hot, [n, CLASSES]), &logits.device());
+    (log_softmax(logits, 1) * targets).sum().neg() / n as f64
 }
 
 /// Glorot-uniform: U(-l, l) with l = sqrt(6 / (fan_in + fan_out)), as Keras.
@@ -277,24 +154,153 @@ fn glorot<const D: usize>(
     Param::from_data(TensorData::new(values, shape), device)
 }
 
-/// The dropout multipliers the training forward pass uses for `seed`, as an
-/// `[n, 20000]` tensor in flatten order: for [`Cnn::forward_reference`].
-pub fn dropout_mask(seed: u64, n: usize, device: &Device) -> Tensor<2> {
-    let mut mask = vec![0.0f32; n * FEATURES];
-    for (image, values) in mask.chunks_mut(FEATURES).enumerate() {
-        block::dropout_keep(DROPOUT, seed, image, values);
+/// The same network built from Burn's stock layers, for the tests to hold
+/// the fast path to.
+#[cfg(test)]
+pub(crate) mod reference {
+    use super::*;
+    use crate::arch::{CONV_SIDE, POOL, POOL_SIDE};
+    use burn::tensor::activation::relu;
+    use burn::tensor::module::max_pool2d;
+    use burn::tensor::ops::MaxPoolOptions;
+
+    /// The pooled feature map `[n, 32, 25, 25]` (channels first) from
+    /// `conv2d`, `relu` and `max_pool2d`, with the conv output's shape.
+    pub fn features(model: &Cnn, images: Tensor<3>) -> (Tensor<4>, [usize; 4]) {
+        let conv = model.conv.forward(images.unsqueeze_dim(1));
+        let conv_dims = conv.dims();
+        let pool = MaxPoolOptions::new([POOL, POOL]).with_stride([1, 1]);
+        (max_pool2d(relu(conv), pool), conv_dims)
     }
-    Tensor::from_data(TensorData::new(mask, [n, FEATURES]), device)
+
+    /// Logits from the stock layers, the features multiplied by `mask`
+    /// (`[n, 20000]` in Keras's flatten order) when given.
+    pub fn forward(model: &Cnn, images: Tensor<3>, mask: Option<Tensor<2>>) -> Tensor<2> {
+        let n = images.dims()[0];
+        let (pooled, conv_dims) = features(model, images);
+        assert_eq!(conv_dims, [n, FILTERS, CONV_SIDE, CONV_SIDE]);
+        assert_eq!(pooled.dims(), [n, FILTERS, POOL_SIDE, POOL_SIDE]);
+        let flat = pooled.permute([0, 2, 3, 1]).reshape([n, FEATURES]);
+        let flat = match mask {
+            Some(mask) => flat * mask,
+            None => flat,
+        };
+        model.output.forward(relu(model.hidden.forward(flat)))
+    }
+
+    /// The dropout multipliers the fast path uses for `seed`, as `[n, 20000]`.
+    pub fn dropout_mask(seed: u64, n: usize, device: &Device) -> Tensor<2> {
+        let mut mask = vec![0.0f32; n * FEATURES];
+        for (image, values) in mask.chunks_mut(FEATURES).enumerate() {
+            block::dropout_keep(DROPOUT, seed, image, values);
+        }
+        Tensor::from_data(TensorData::new(mask, [n, FEATURES]), device)
+    }
+
+    /// The parameters of each layer (conv, hidden, output).
+    pub fn layer_params(model: &Cnn) -> [usize; 3] {
+        [
+            model.conv.num_params(),
+            model.hidden.num_params(),
+            model.output.num_params(),
+        ]
+    }
 }
 
-fn group_digits(n: usize) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::{self, PARAMETERS};
+    use crate::test_util::{assert_close, values};
+    use burn::tensor::Distribution;
+    use rand::SeedableRng;
+
+    fn model(seed: u64) -> (Cnn, Device) {
+        let device = crate::backend::device();
+        (
+            Cnn::new(&device, &mut SmallRng::seed_from_u64(seed)),
+            device,
+        )
     }
-    out
+
+    #[test]
+    fn the_layers_have_the_summarys_shapes_and_parameters() {
+        let (model, device) = model(1);
+        assert_eq!(model.num_params(), PARAMETERS);
+        let params = reference::layer_params(&model);
+        let layers = arch::layers();
+        assert_eq!(
+            params,
+            [layers[0].params, layers[4].params, layers[5].params]
+        );
+        let images = Tensor::<3>::random([2, SIDE, SIDE], Distribution::Default, &device);
+        let (pooled, conv) = reference::features(&model, images.clone());
+        // Keras lists channels last.
+        assert_eq!(
+            conv[1..],
+            [layers[0].shape[2], layers[0].shape[0], layers[0].shape[1]]
+        );
+        let [_, c, h, w] = pooled.dims();
+        assert_eq!([h, w, c], layers[1].shape[..]);
+        assert_eq!(h * w * c, layers[3].shape[0]);
+        let out = model.forward(&Batch { images }, None);
+        assert_eq!(out.dims(), [2, layers[5].shape[0]]);
+    }
+
+    #[test]
+    fn the_fast_forward_pass_equals_burns_stock_layers() {
+        let (model, device) = model(7);
+        let images = Tensor::<3>::random([16, SIDE, SIDE], Distribution::Default, &device);
+        let batch = Batch {
+            images: images.clone(),
+        };
+        for seed in [None, Some(3)] {
+            let fast = values(model.forward(&batch, seed));
+            let mask = seed.map(|seed| reference::dropout_mask(seed, 16, &device));
+            let slow = values(reference::forward(&model, images.clone(), mask));
+            assert!(slow.iter().any(|&v| v.abs() > 1e-3), "degenerate output");
+            assert_close(&fast, &slow, &format!("dropout seed {seed:?}"));
+        }
+    }
+
+    #[test]
+    fn dropout_drops_a_quarter_and_rescales_the_rest() {
+        let device = crate::backend::device();
+        let mask = values(reference::dropout_mask(5, 32, &device));
+        let dropped = mask.iter().filter(|&&v| v == 0.0).count() as f64 / mask.len() as f64;
+        assert!((dropped - 0.25).abs() < 0.005, "dropped {dropped}");
+        assert!(
+            mask.iter()
+                .all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6)
+        );
+        assert_ne!(mask, values(reference::dropout_mask(6, 32, &device)));
+        // Images get different masks within one batch.
+        assert_ne!(mask[..FEATURES], mask[FEATURES..2 * FEATURES]);
+    }
+
+    #[test]
+    fn the_loss_is_the_mean_negative_log_probability_of_the_label() {
+        let device = crate::backend::device();
+        let logits = [[2.0f32, -1.0, 0.5], [0.0, 0.0, 120.0]];
+        let labels = [0u8, 1];
+        let mut padded = vec![0.0f32; 2 * CLASSES];
+        let mut expected = 0.0f64;
+        for (row, (l, &label)) in logits.iter().zip(&labels).enumerate() {
+            // The other seven classes get a logit of -inf-like -1e4.
+            let mut full = [-1e4f32; CLASSES];
+            full[..3].copy_from_slice(l);
+            padded[row * CLASSES..(row + 1) * CLASSES].copy_from_slice(&full);
+            let max = full.iter().fold(f32::MIN, |a, &b| a.max(b)) as f64;
+            let sum: f64 = full.iter().map(|&v| (v as f64 - max).exp()).sum();
+            expected -= full[label as usize] as f64 - max - sum.ln();
+        }
+        let tensor = Tensor::from_data(TensorData::new(padded, [2, CLASSES]), &device);
+        let loss = cross_entropy(tensor, &labels).into_scalar::<f32>() as f64;
+        // Finite for a probability that underflows f32 (e^-120), unlike log(softmax).
+        assert!(
+            (loss - expected / 2.0).abs() < 1e-3,
+            "{loss} vs {}",
+            expected / 2.0
+        );
+    }
 }

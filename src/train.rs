@@ -1,24 +1,35 @@
 //! `mnist-cnn train`: plain mini-batch SGD on categorical cross-entropy, as
-//! the tutorial's `model.fit`, with a checkpoint after every epoch.
+//! the tutorial's `model.fit`, with a checkpoint after every epoch from which
+//! a run can be resumed.
+//!
+//! Every random choice of an epoch (its shuffle, its dropout masks) comes
+//! from streams seeded by the run's seed and the epoch's number, never from
+//! state carried over from the epoch before. So a run resumed from the
+//! checkpoint of epoch k continues exactly as the uninterrupted run would
+//! have, to the bit.
 
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
-use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::arch::{PARAMETERS, architecture};
 use crate::data::Split;
-use crate::idx::CLASSES;
-use crate::model::{self, Batch, Cnn, ModelError};
+use crate::model::{Batch, Cnn, cross_entropy};
+use crate::store::{ModelPaths, StoreError};
 
-/// Hyper-parameters; the defaults are the tutorial's.
+/// Memory one image of a training batch takes (activations, their
+/// gradients and the fused ops' buffers), measured as peak RSS over batch
+/// sizes: for refusing a batch that cannot fit before it is tried.
+pub const BYTES_PER_IMAGE: usize = 190_000;
+
+/// Hyper-parameters.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainConfig {
     pub epochs: usize,
@@ -27,14 +38,57 @@ pub struct TrainConfig {
     pub seed: u64,
 }
 
+impl TrainConfig {
+    /// The tutorial's settings (the seed is this tool's choice).
+    pub const DEFAULT: TrainConfig = TrainConfig {
+        epochs: 10,
+        batch_size: 32,
+        learning_rate: 0.01,
+        seed: 42,
+    };
+
+    /// Most epochs one run may ask for.
+    pub const MAX_EPOCHS: usize = 100_000;
+    /// Largest batch: the whole training set.
+    pub const MAX_BATCH_SIZE: usize = 60_000;
+
+    /// Checks every setting; the error names the first one out of range.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let out_of_range = |setting: &'static str, value: String, allowed: String| {
+            Err(TrainError::OutOfRange {
+                setting,
+                value,
+                allowed,
+            })
+        };
+        if !(1..=Self::MAX_EPOCHS).contains(&self.epochs) {
+            return out_of_range(
+                "epochs",
+                self.epochs.to_string(),
+                format!("1 to {}", Self::MAX_EPOCHS),
+            );
+        }
+        if !(1..=Self::MAX_BATCH_SIZE).contains(&self.batch_size) {
+            return out_of_range(
+                "batch size",
+                self.batch_size.to_string(),
+                format!("1 to {}", Self::MAX_BATCH_SIZE),
+            );
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return out_of_range(
+                "learning rate",
+                self.learning_rate.to_string(),
+                "a positive number".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self {
-            epochs: 10,
-            batch_size: 32,
-            learning_rate: 0.01,
-            seed: 42,
-        }
+        Self::DEFAULT
     }
 }
 
@@ -49,11 +103,19 @@ pub struct EpochStats {
     pub seconds: f64,
 }
 
-/// The JSON file saved beside the weights.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Loss and accuracy on the test images.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct TestResult {
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+/// What a run records beside the weights (the model's JSON file).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Metadata {
     pub architecture: String,
     pub parameters: usize,
+    /// The run's settings; `epochs` is the number it was asked to reach.
     pub config: TrainConfig,
     pub train_examples: usize,
     pub epochs_done: usize,
@@ -61,48 +123,46 @@ pub struct Metadata {
     /// SHA-256 of the training images file followed by the labels file.
     pub train_data_sha256: String,
     pub backend: String,
+    /// The evaluation on the test set after the last epoch, when one was run.
+    #[serde(default)]
+    pub test: Option<TestResult>,
 }
 
-/// Why training stopped.
+/// Why training did not run or stopped.
 #[derive(Debug, Error)]
 pub enum TrainError {
-    #[error("invalid option: {0}")]
-    Config(String),
+    #[error("{setting} is {value}; it must be {allowed}")]
+    OutOfRange {
+        setting: &'static str,
+        value: String,
+        allowed: String,
+    },
+    #[error("no training examples")]
+    NoData,
+    #[error("cannot resume from {}: {difference}", path.display())]
+    CannotResume {
+        path: std::path::PathBuf,
+        difference: String,
+    },
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Store(#[from] StoreError),
     #[error("interrupted during epoch {epoch}; {}", checkpoint_note(.checkpoint))]
     Interrupted {
         epoch: usize,
         /// The last complete checkpoint, if one was saved.
-        checkpoint: Option<PathBuf>,
+        checkpoint: Option<std::path::PathBuf>,
     },
 }
 
-fn checkpoint_note(checkpoint: &Option<PathBuf>) -> String {
+fn checkpoint_note(checkpoint: &Option<std::path::PathBuf>) -> String {
     match checkpoint {
         Some(path) => format!("the last complete epoch is saved in {}", path.display()),
         None => "no epoch was complete, so nothing was saved".into(),
     }
 }
 
-/// Where a model's weights and metadata live, from the `--model` path.
-#[derive(Debug, Clone)]
-pub struct ModelPaths {
-    pub weights: PathBuf,
-    pub metadata: PathBuf,
-}
-
-impl ModelPaths {
-    /// `PATH` gives `PATH.bpk` and `PATH.json` (an extension given is replaced).
-    pub fn new(path: &Path) -> Self {
-        Self {
-            weights: path.with_extension("bpk"),
-            metadata: path.with_extension("json"),
-        }
-    }
-}
-
-/// What the trainer reports as it goes, for the CLI to display.
+/// What the trainer reports as it goes. Every method has a default that
+/// ignores it; `()` ignores everything.
 pub trait Progress {
     fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
     fn step(&mut self, _step: usize, _loss: f64, _accuracy: f64) {}
@@ -113,51 +173,139 @@ pub trait Progress {
     }
 }
 
-/// Reports nothing.
-pub struct Silent;
-impl Progress for Silent {}
+impl Progress for () {}
 
-/// Trains a new network on `data`, saving a checkpoint to `paths` (when
-/// given) after every epoch. Returns the trained network and its history.
+/// A saved model to continue training.
+pub struct Checkpoint {
+    pub model: Cnn,
+    pub metadata: Metadata,
+    pub paths: ModelPaths,
+}
+
+impl Checkpoint {
+    /// Loads the model and metadata stored at `paths` for training on `device`.
+    pub fn load(paths: &ModelPaths, device: &Device) -> Result<Self, StoreError> {
+        Ok(Self {
+            model: paths.load_weights(&device.clone().autodiff())?,
+            metadata: paths.load_metadata()?,
+            paths: paths.clone(),
+        })
+    }
+}
+
+/// The work: which data, identified how, with which settings.
+pub struct Job<'a> {
+    pub data: &'a Split,
+    /// What [`crate::data::load_with_digest`] gave for the data.
+    pub data_sha256: String,
+    pub config: TrainConfig,
+}
+
+impl Job<'_> {
+    fn fresh_metadata(&self) -> Metadata {
+        Metadata {
+            architecture: architecture(),
+            parameters: PARAMETERS,
+            config: self.config.clone(),
+            train_examples: self.data.len(),
+            epochs_done: 0,
+            history: Vec::new(),
+            train_data_sha256: self.data_sha256.clone(),
+            backend: crate::backend::NAME.into(),
+            test: None,
+        }
+    }
+
+    /// Refuses a checkpoint made with other settings or data than this job's:
+    /// continuing it would give a model neither run describes.
+    pub fn check_resumable(&self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
+        let saved = &checkpoint.metadata;
+        let mine = &self.config;
+        let differences = [
+            (saved.architecture != architecture()).then(|| "it holds another network".into()),
+            (saved.config.batch_size != mine.batch_size).then(|| {
+                format!(
+                    "it was trained with batch size {}, not {}",
+                    saved.config.batch_size, mine.batch_size
+                )
+            }),
+            (saved.config.learning_rate != mine.learning_rate).then(|| {
+                format!(
+                    "it was trained with learning rate {}, not {}",
+                    saved.config.learning_rate, mine.learning_rate
+                )
+            }),
+            (saved.config.seed != mine.seed).then(|| {
+                format!(
+                    "it was trained with seed {}, not {}",
+                    saved.config.seed, mine.seed
+                )
+            }),
+            (saved.train_examples != self.data.len()).then(|| {
+                format!(
+                    "it was trained on {} images, not {}",
+                    saved.train_examples,
+                    self.data.len()
+                )
+            }),
+            (saved.train_data_sha256 != self.data_sha256)
+                .then(|| "it was trained on other data (SHA-256 differs)".into()),
+        ];
+        let differences: Vec<String> = differences.into_iter().flatten().collect();
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(TrainError::CannotResume {
+                path: checkpoint.paths.weights.clone(),
+                difference: differences.join("; "),
+            })
+        }
+    }
+}
+
+/// Trains a network for `job`: a new one, or the `resume`d checkpoint's up
+/// to `job.config.epochs`. Saves a checkpoint to `save_to` (when given)
+/// after every epoch. Returns the trained network, ready for inference, and
+/// its metadata.
 pub fn train(
-    data: &Split,
-    config: &TrainConfig,
+    job: &Job,
+    resume: Option<Checkpoint>,
     device: &Device,
-    paths: Option<&ModelPaths>,
+    save_to: Option<&ModelPaths>,
     progress: &mut dyn Progress,
-) -> Result<(Cnn, Vec<EpochStats>), TrainError> {
-    if config.batch_size == 0 || config.epochs == 0 {
-        return Err(TrainError::Config(
-            "--epochs and --batch-size must be at least 1".into(),
-        ));
+) -> Result<(Cnn, Metadata), TrainError> {
+    let config = &job.config;
+    config.validate()?;
+    if job.data.is_empty() {
+        return Err(TrainError::NoData);
     }
-    if !(config.learning_rate > 0.0 && config.learning_rate.is_finite()) {
-        return Err(TrainError::Config(
-            "--learning-rate must be positive".into(),
-        ));
-    }
-    if data.is_empty() {
-        return Err(TrainError::Config("no training examples".into()));
-    }
-    let mut trainer = Trainer::new(config, device);
-    let mut shuffle_rng = SmallRng::seed_from_u64(config.seed ^ SHUFFLE_STREAM);
-    let mut order: Vec<usize> = (0..data.len()).collect();
+    let (mut trainer, mut metadata) = match resume {
+        Some(checkpoint) => {
+            job.check_resumable(&checkpoint)?;
+            let mut metadata = checkpoint.metadata;
+            metadata.config.epochs = config.epochs;
+            metadata.test = None;
+            (Trainer::resume(checkpoint.model, config, device), metadata)
+        }
+        None => (Trainer::new(config, device), job.fresh_metadata()),
+    };
+    let data = job.data;
     let steps = data.len().div_ceil(config.batch_size);
-    let mut history = Vec::new();
-
-    for epoch in 1..=config.epochs {
+    for epoch in metadata.epochs_done + 1..=config.epochs {
         let started = Instant::now();
         progress.epoch_start(epoch, config.epochs, steps);
-        order.shuffle(&mut shuffle_rng);
+        let order = epoch_order(config.seed, epoch, data.len());
+        let mut dropout_seeds = epoch_stream(config.seed, epoch, DROPOUT_STREAM);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (step, indices) in order.chunks(config.batch_size).enumerate() {
             if progress.should_stop() {
+                let saved = save_to.filter(|p| metadata.epochs_done > 0 && p.exists());
                 return Err(TrainError::Interrupted {
                     epoch,
-                    checkpoint: paths.filter(|_| epoch > 1).map(|p| p.weights.clone()),
+                    checkpoint: saved.map(|p| p.weights.clone()),
                 });
             }
-            let (loss, hits) = trainer.step(data, indices);
+            let (loss, hits) = trainer.step(data, indices, dropout_seeds.random());
             loss_sum += loss * indices.len() as f64;
             correct += hits;
             seen += indices.len();
@@ -174,18 +322,32 @@ pub fn train(
             seconds: started.elapsed().as_secs_f64(),
         };
         progress.epoch_end(&stats, config.epochs);
-        history.push(stats);
-        if let Some(paths) = paths {
-            save_checkpoint(trainer.model(), paths, config, data, &history)?;
+        metadata.history.push(stats);
+        metadata.epochs_done = epoch;
+        if let Some(paths) = save_to {
+            paths.save_weights(trainer.model())?;
+            paths.save_metadata(&metadata)?;
         }
     }
-    Ok((trainer.into_model(), history))
+    Ok((trainer.into_model(), metadata))
 }
 
 // Independent random streams derived from the one seed, so that e.g. the
 // number of epochs does not change the initial weights.
 const SHUFFLE_STREAM: u64 = 0x5eed_0001;
 const DROPOUT_STREAM: u64 = 0x5eed_0002;
+
+/// The generator of one stream of one epoch.
+fn epoch_stream(seed: u64, epoch: usize, stream: u64) -> SmallRng {
+    SmallRng::seed_from_u64(seed ^ stream ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+/// The order in which epoch `epoch` visits the `n` examples.
+fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut epoch_stream(seed, epoch, SHUFFLE_STREAM));
+    order
+}
 
 /// The network being trained with its optimiser: one SGD step at a time.
 /// Shared by `train` and the benchmark so that both time the same work.
@@ -194,7 +356,6 @@ pub struct Trainer {
     /// can update the weights in place (no second reference to them).
     model: Option<Cnn>,
     optim: ModuleOptimizer,
-    dropout_rng: SmallRng,
     learning_rate: f64,
     device: Device,
 }
@@ -205,24 +366,29 @@ impl Trainer {
         let device = device.clone().autodiff();
         device.seed(config.seed);
         let model = Cnn::new(&device, &mut SmallRng::seed_from_u64(config.seed));
+        Self::resume(model, config, &device)
+    }
+
+    /// Continues training `model` (loaded for `device`'s autodiff twin).
+    pub fn resume(model: Cnn, config: &TrainConfig, device: &Device) -> Self {
         Self {
             model: Some(model),
+            // Plain SGD keeps no state between steps, so a resumed run needs none.
             optim: SgdConfig::new().init(),
-            dropout_rng: SmallRng::seed_from_u64(config.seed ^ DROPOUT_STREAM),
             learning_rate: config.learning_rate,
-            device,
+            device: device.clone().autodiff(),
         }
     }
 
-    /// One SGD step on the examples at `indices`; returns the batch's mean
-    /// loss and how many it classified correctly (before the update).
-    pub fn step(&mut self, data: &Split, indices: &[usize]) -> (f64, usize) {
+    /// One SGD step on the examples at `indices`, with the dropout mask of
+    /// `dropout_seed`; returns the batch's mean loss and how many it
+    /// classified correctly (before the update).
+    pub fn step(&mut self, data: &Split, indices: &[usize], dropout_seed: u64) -> (f64, usize) {
         let batch = Batch::new(&data.images, indices, &self.device);
         let labels: Vec<u8> = indices.iter().map(|&i| data.labels[i]).collect();
-        let dropout_seed: u64 = self.dropout_rng.random();
         let model = self.model.take().expect("model is present between steps");
         let logits = model.forward(&batch, Some(dropout_seed));
-        let loss = cross_entropy(logits.clone(), &labels, &self.device);
+        let loss = cross_entropy(logits.clone(), &labels);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         let result = (
             loss.into_scalar::<f32>() as f64,
@@ -243,18 +409,6 @@ impl Trainer {
     }
 }
 
-/// Mean categorical cross-entropy of `logits` against integer labels,
-/// through log-softmax so that it stays finite.
-pub fn cross_entropy(logits: Tensor<2>, labels: &[u8], device: &Device) -> Tensor<1> {
-    let n = labels.len();
-    let mut one_hot = vec![0.0f32; n * CLASSES];
-    for (row, &label) in labels.iter().enumerate() {
-        one_hot[row * CLASSES + label as usize] = 1.0;
-    }
-    let targets = Tensor::from_data(TensorData::new(one_hot, [n, CLASSES]), device);
-    (log_softmax(logits, 1) * targets).sum().neg() / n as f64
-}
-
 /// How many rows of `logits` have their maximum at the label.
 pub fn count_correct(logits: Tensor<2>, labels: &[u8]) -> usize {
     let predicted = logits.argmax(1).into_data();
@@ -265,27 +419,94 @@ pub fn count_correct(logits: Tensor<2>, labels: &[u8]) -> usize {
         .count()
 }
 
-fn save_checkpoint(
-    model: &Cnn,
-    paths: &ModelPaths,
-    config: &TrainConfig,
-    data: &Split,
-    history: &[EpochStats],
-) -> Result<(), ModelError> {
-    model.save(&paths.weights)?;
-    let metadata = Metadata {
-        architecture: model::ARCHITECTURE.into(),
-        parameters: model.num_params(),
-        config: config.clone(),
-        train_examples: data.len(),
-        epochs_done: history.len(),
-        history: history.to_vec(),
-        train_data_sha256: data.sha256.clone(),
-        backend: crate::backend::NAME.into(),
-    };
-    let json = serde_json::to_vec_pretty(&metadata).expect("metadata serialises");
-    crate::download::write_atomically(&paths.metadata, &json).map_err(|e| ModelError::Save {
-        path: paths.metadata.clone(),
-        reason: e.to_string(),
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idx;
+    use crate::model::reference;
+    use crate::test_util::params;
+
+    #[test]
+    fn settings_out_of_range_are_named_with_their_range() {
+        TrainConfig::DEFAULT.validate().unwrap();
+        let check = |config: TrainConfig, expected: &str| {
+            let err = config.validate().unwrap_err().to_string();
+            assert_eq!(err, expected);
+        };
+        let d = TrainConfig::DEFAULT;
+        check(
+            TrainConfig {
+                epochs: 0,
+                ..d.clone()
+            },
+            "epochs is 0; it must be 1 to 100000",
+        );
+        check(
+            TrainConfig {
+                batch_size: 60_001,
+                ..d.clone()
+            },
+            "batch size is 60001; it must be 1 to 60000",
+        );
+        check(
+            TrainConfig {
+                learning_rate: f64::NAN,
+                ..d
+            },
+            "learning rate is NaN; it must be a positive number",
+        );
+    }
+
+    #[test]
+    fn each_epoch_has_its_own_order_fixed_by_seed_and_epoch() {
+        let a = epoch_order(1, 1, 100);
+        assert_eq!(a, epoch_order(1, 1, 100));
+        assert_ne!(a, epoch_order(1, 2, 100));
+        assert_ne!(a, epoch_order(2, 1, 100));
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+    }
+
+    /// The fast path (fused ops, Burn's `Optimizer`) against Burn's stock
+    /// layers and stock SGD, one step from the same weights on the same batch
+    /// with the same dropout mask.
+    #[test]
+    fn one_fast_step_equals_one_step_of_burns_stock_layers_and_sgd() {
+        let device = crate::backend::device();
+        let n = 32;
+        let mut rng = SmallRng::seed_from_u64(9);
+        let pixels: Vec<u8> = (0..n * idx::PIXELS).map(|_| rng.random()).collect();
+        let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..10)).collect();
+        let data = Split {
+            images: idx::parse_images(&idx::encode_images(&pixels), "random").unwrap(),
+            labels: labels.clone(),
+        };
+        let indices: Vec<usize> = (0..n).collect();
+        let config = TrainConfig::DEFAULT;
+        let mut trainer = Trainer::new(&config, &device);
+        let start = trainer.model().clone();
+        let dropout_seed = 17;
+        trainer.step(&data, &indices, dropout_seed);
+
+        let autodiff = device.autodiff();
+        let batch = Batch::new(&data.images, &indices, &autodiff);
+        let mask = reference::dropout_mask(dropout_seed, n, &autodiff);
+        let logits = reference::forward(&start, batch.images, Some(mask));
+        let loss = cross_entropy(logits, &labels);
+        let grads = GradientsParams::from_grads(loss.backward(), &start);
+        let mut sgd = SgdConfig::new().init();
+        let stock = sgd.step(config.learning_rate, start.clone(), grads);
+
+        let (fast, stock, start) = (params(trainer.model()), params(&stock), params(&start));
+        for (i, ((f, s), before)) in fast.iter().zip(&stock).zip(&start).enumerate() {
+            assert!(f != before, "parameter {i} did not move");
+            let worst = f
+                .iter()
+                .zip(s)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            assert!(worst < 1e-5, "parameter {i} differs by {worst}");
+        }
+    }
 }

@@ -1,7 +1,10 @@
 //! The binary end to end: real downloads over loopback, and every bad input
-//! giving a one-line error and a non-zero exit, never a panic.
+//! giving a one-line error and a non-zero exit, never a panic, before any
+//! work is done.
 
 mod common;
+
+use std::path::Path;
 
 use assert_cmd::Command;
 use common::{Fixture, real_mnist, serve};
@@ -14,25 +17,38 @@ fn mnist_cnn() -> Command {
 }
 
 /// Runs and checks a failure: non-zero exit, one `error:` line, no panic.
+/// Returns all of stderr.
 fn fails_with(cmd: &mut Command, needle: &str) -> String {
     let out = cmd.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success(), "should fail: {stderr}");
     assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    let error_line = stderr
+    let error_lines: Vec<&str> = stderr
         .lines()
-        .find(|l| l.starts_with("error: "))
-        .unwrap_or_else(|| panic!("no error line in: {stderr}"));
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(error_lines.len(), 1, "{stderr}");
     assert!(
-        error_line.contains(needle),
-        "{error_line:?} lacks {needle:?}"
+        error_lines[0].contains(needle),
+        "{:?} lacks {needle:?}",
+        error_lines[0]
     );
     stderr
 }
 
+/// A folder with no data and a command that, if it got as far as the data,
+/// would try to download it from nowhere.
+fn no_data() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).unwrap().count()
+}
+
 #[test]
 fn downloads_real_mnist_over_loopback_and_prints_the_shapes() {
-    let Some(mnist) = real_mnist() else { return };
+    let mnist = real_mnist();
     let files = std::fs::read_dir(&mnist)
         .unwrap()
         .map(|e| {
@@ -47,7 +63,13 @@ fn downloads_real_mnist_over_loopback_and_prints_the_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     mnist_cnn()
-        .args(["download", "--mirror", &url, "--data-dir"])
+        .args([
+            "download",
+            "--no-default-mirrors",
+            "--mirror",
+            &url,
+            "--data-dir",
+        ])
         .arg(&data)
         .assert()
         .success()
@@ -59,7 +81,7 @@ fn downloads_real_mnist_over_loopback_and_prints_the_shapes() {
     // Second run: nothing fetched, and MNIST_MIRROR is honoured as a mirror.
     mnist_cnn()
         .env("MNIST_MIRROR", &mnist)
-        .args(["download", "--data-dir"])
+        .args(["download", "--no-default-mirrors", "--data-dir"])
         .arg(&data)
         .assert()
         .success()
@@ -68,25 +90,45 @@ fn downloads_real_mnist_over_loopback_and_prints_the_shapes() {
 }
 
 #[test]
-fn download_with_every_mirror_failing_says_why_per_mirror() {
+fn download_with_every_mirror_failing_names_each_once_and_the_way_out() {
     let empty = tempfile::tempdir().unwrap();
     let broken = serve(vec![]);
     let dir = tempfile::tempdir().unwrap();
-    // Only loopback and local mirrors are reachable here; the public ones
-    // fail fast too (no network), each with its own line.
+    // Only the mirrors given: offline whatever the network.
     let stderr = fails_with(
         mnist_cnn()
-            .args(["download", "--timeout", "2", "--mirror"])
+            .args([
+                "download",
+                "--no-default-mirrors",
+                "--timeout",
+                "2",
+                "--mirror",
+            ])
             .arg(empty.path())
             .args(["--mirror", &broken, "--data-dir"])
             .arg(dir.path()),
-        "could not get train-images-idx3-ubyte.gz from any mirror",
+        "could not get train-images-idx3-ubyte.gz from any of the 2 mirrors tried",
     );
     assert!(
-        stderr.contains(&format!("  {broken}: HTTP status 404")),
+        stderr.contains("pass --mirror DIR or set MNIST_MIRROR=DIR"),
         "{stderr}"
     );
-    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+    assert_eq!(stderr.matches(&broken).count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{broken}: HTTP status 404\n")),
+        "{stderr}"
+    );
+    let local = empty.path().display().to_string();
+    assert_eq!(stderr.matches(&local).count(), 1, "{stderr}");
+    assert!(!stderr.contains("yann.lecun.com"), "{stderr}");
+    assert_eq!(entries(dir.path()), 0);
+
+    fails_with(
+        mnist_cnn()
+            .args(["download", "--no-default-mirrors", "--data-dir"])
+            .arg(dir.path()),
+        "no mirror to fetch",
+    );
 }
 
 #[test]
@@ -98,7 +140,12 @@ fn eval_without_data_or_model_says_what_to_do() {
             .arg(dir.path())
             .arg("--model")
             .arg(dir.path().join("nope")),
-        "not found: train one with `mnist-cnn train",
+        "nope.bpk not found: train one with `mnist-cnn train --model",
+    );
+    // The default model lives in the data folder.
+    fails_with(
+        mnist_cnn().args(["eval", "--data-dir"]).arg(dir.path()),
+        &format!("{} not found", dir.path().join("model.bpk").display()),
     );
 }
 
@@ -106,8 +153,7 @@ fn eval_without_data_or_model_says_what_to_do() {
 fn corrupt_model_files_are_rejected_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     Fixture::synthetic(10, 10).write_raw(dir.path());
-    let model = dir.path().join("m.bpk");
-    std::fs::write(&model, b"definitely not a burnpack file").unwrap();
+    std::fs::write(dir.path().join("m.bpk"), b"definitely not a burnpack file").unwrap();
     fails_with(
         mnist_cnn()
             .args(["eval", "--data-dir"])
@@ -116,19 +162,28 @@ fn corrupt_model_files_are_rejected_cleanly() {
             .arg(dir.path().join("m")),
         "is corrupt or not a model file",
     );
+    std::fs::create_dir(dir.path().join("d.bpk")).unwrap();
+    let stderr = fails_with(
+        mnist_cnn()
+            .args(["eval", "--data-dir"])
+            .arg(dir.path())
+            .arg("--model")
+            .arg(dir.path().join("d")),
+        "d.bpk is a folder, not a file",
+    );
+    assert_eq!(stderr.matches("folder").count(), 1, "said once: {stderr}");
 }
 
 #[test]
-fn bad_data_files_are_rejected_naming_the_file() {
+fn bad_data_files_are_rejected_naming_the_file_and_the_repair() {
     let dir = tempfile::tempdir().unwrap();
-    let fixture = Fixture::synthetic(10, 10);
-    fixture.write_raw(dir.path());
+    Fixture::synthetic(10, 10).write_raw(dir.path());
     std::fs::write(
         dir.path().join("train-labels-idx1-ubyte"),
         b"\0\0\x08\x01\0\0\0\x02\x01\x0c",
     )
     .unwrap();
-    fails_with(
+    let stderr = fails_with(
         mnist_cnn()
             .args(["train", "--epochs", "1", "--data-dir"])
             .arg(dir.path())
@@ -136,23 +191,115 @@ fn bad_data_files_are_rejected_naming_the_file() {
             .arg(dir.path().join("m")),
         "train-labels-idx1-ubyte: label 12 at index 1 is not a digit 0-9",
     );
+    assert!(
+        stderr.contains(&format!(
+            "`mnist-cnn download --data-dir {}` repairs it",
+            dir.path().display()
+        )),
+        "{stderr}"
+    );
 }
 
 #[test]
-fn nonsense_options_are_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    Fixture::synthetic(10, 10).write_raw(dir.path());
-    fails_with(
-        mnist_cnn()
-            .args(["train", "--batch-size", "0", "--data-dir"])
-            .arg(dir.path())
-            .arg("--model")
-            .arg(dir.path().join("m")),
-        "--epochs and --batch-size must be at least 1",
-    );
+fn each_bad_option_is_named_with_its_range_before_any_work() {
+    let dir = no_data();
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["train", "--batch-size", "0"],
+            "'--batch-size <N>': must be a whole number from 1 to 60000",
+        ),
+        (&["train", "--batch-size", "60001"], "from 1 to 60000"),
+        (
+            &["train", "--epochs", "0"],
+            "'--epochs <N>': must be a whole number from 1 to 100000",
+        ),
+        (
+            &["train", "--learning-rate", "-1"],
+            "'--learning-rate <RATE>': must be a positive number",
+        ),
+        (
+            &["train", "--limit", "0"],
+            "'--limit <N>': must be a whole number from 1 to 60000",
+        ),
+        (
+            &["eval", "--batch-size", "0"],
+            "'--batch-size <N>': must be a whole number from 1 to 10000",
+        ),
+        (&["misclassified", "--count", "0"], "'--count <N>'"),
+    ];
+    for (args, needle) in cases {
+        let stderr = fails_with(
+            mnist_cnn().args(args).arg("--data-dir").arg(dir.path()),
+            needle,
+        );
+        assert!(!stderr.contains("downloading"), "{stderr}");
+    }
+    assert_eq!(entries(dir.path()), 0, "nothing was downloaded or written");
     mnist_cnn()
         .args(["train", "--epochs", "many"])
         .assert()
         .failure()
         .stderr(predicate::str::contains("invalid value 'many'"));
+}
+
+#[test]
+fn a_model_location_that_cannot_be_written_fails_before_any_work() {
+    let dir = no_data();
+    std::fs::create_dir(dir.path().join("m.bpk")).unwrap();
+    let stderr = fails_with(
+        mnist_cnn()
+            .args(["train", "--no-default-mirrors", "--data-dir"])
+            .arg(dir.path())
+            .arg("--model")
+            .arg(dir.path().join("m")),
+        "m.bpk is a folder, not a file",
+    );
+    assert!(!stderr.contains("downloading"), "{stderr}");
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    let stderr = fails_with(
+        mnist_cnn()
+            .args(["train", "--no-default-mirrors", "--data-dir"])
+            .arg(dir.path())
+            .arg("--model")
+            .arg(file.join("m")),
+        "cannot write",
+    );
+    assert!(!stderr.contains("downloading"), "{stderr}");
+    assert_eq!(entries(dir.path()), 2, "only what the test made");
+}
+
+#[test]
+fn resume_without_a_checkpoint_says_so_before_any_work() {
+    let dir = no_data();
+    let stderr = fails_with(
+        mnist_cnn()
+            .args(["train", "--resume", "--no-default-mirrors", "--data-dir"])
+            .arg(dir.path()),
+        "nothing to resume",
+    );
+    assert!(!stderr.contains("downloading"), "{stderr}");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_batch_too_large_for_the_memory_available_is_refused_up_front() {
+    let dir = no_data();
+    // 3 GB of address space: far less than a batch of 60,000 needs.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -v 3000000 && exec "$0" "$@""#)
+        .arg(assert_cmd::cargo::cargo_bin("mnist-cnn"))
+        .args(["train", "--batch-size", "60000", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("error: --batch-size 60000 needs about 11."),
+        "{stderr}"
+    );
+    assert!(stderr.contains("try a smaller --batch-size"), "{stderr}");
+    assert!(!stderr.contains("downloading"), "{stderr}");
 }

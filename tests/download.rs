@@ -8,13 +8,14 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Fixture, gzip, read_request, serve, serve_raw, serve_with};
-use mnist_cnn::download::{DownloadError, Downloader, FileSpec, Mirror, Outcome};
+use mnist_cnn::data::FileSpec;
+use mnist_cnn::download::{DownloadError, Downloader, FetchError, Mirror, Outcome, Report};
+use mnist_cnn::store::sha256_hex;
 
 fn downloader(mirrors: &[&str], fixture: &Fixture) -> Downloader {
     let mut d = Downloader::new(mirrors.iter().map(|m| Mirror::parse(m)).collect());
     d.files = fixture.specs();
     d.timeout = Duration::from_secs(2);
-    d.quiet = true;
     d
 }
 
@@ -27,13 +28,35 @@ fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
-fn failure_lines(err: DownloadError) -> Vec<String> {
+/// What a download reported of each failing mirror.
+#[derive(Default)]
+struct Failures(Vec<(String, String, bool)>);
+
+impl Report for Failures {
+    fn failed(&mut self, _file: &str, mirror: &Mirror, reason: &FetchError, next: bool) {
+        self.0.push((mirror.to_string(), reason.to_string(), next));
+    }
+}
+
+/// Runs a download that must fail on every mirror of its first file; returns
+/// the reason each mirror gave, in order.
+fn failure_lines(d: &Downloader, dir: &Path) -> Vec<String> {
+    let mut failures = Failures::default();
+    let err = d.run(dir, &mut failures).unwrap_err();
     match err {
-        DownloadError::AllMirrorsFailed { attempts, .. } => {
-            attempts.into_iter().map(|(_, reason)| reason).collect()
-        }
+        DownloadError::AllMirrorsFailed { tried, .. } => assert_eq!(tried, d.mirrors.len()),
         other => panic!("unexpected error {other}"),
     }
+    assert_eq!(failures.0.len(), d.mirrors.len(), "one report per mirror");
+    let nexts: Vec<bool> = failures.0.iter().map(|f| f.2).collect();
+    let mut expected = vec![true; d.mirrors.len()];
+    *expected.last_mut().unwrap() = false;
+    assert_eq!(nexts, expected, "\"trying the next\" on all but the last");
+    failures
+        .0
+        .into_iter()
+        .map(|(_, reason, _)| reason)
+        .collect()
 }
 
 #[test]
@@ -41,7 +64,9 @@ fn fetches_verifies_and_stores_decompressed_files() {
     let fixture = Fixture::synthetic(20, 10);
     let url = serve(fixture.gz_by_path());
     let dir = tempfile::tempdir().unwrap();
-    let stored = downloader(&[&url], &fixture).run(dir.path()).unwrap();
+    let stored = downloader(&[&url], &fixture)
+        .run(dir.path(), &mut ())
+        .unwrap();
     let shapes: Vec<Vec<usize>> = stored.iter().map(|s| s.shape.clone()).collect();
     assert_eq!(
         shapes,
@@ -65,11 +90,11 @@ fn valid_files_are_not_fetched_again_unless_forced() {
     let url = serve(fixture.gz_by_path());
     let dir = tempfile::tempdir().unwrap();
     let mut d = downloader(&[&url], &fixture);
-    d.run(dir.path()).unwrap();
-    let again = d.run(dir.path()).unwrap();
+    d.run(dir.path(), &mut ()).unwrap();
+    let again = d.run(dir.path(), &mut ()).unwrap();
     assert!(again.iter().all(|s| s.outcome == Outcome::AlreadyPresent));
     d.force = true;
-    let forced = d.run(dir.path()).unwrap();
+    let forced = d.run(dir.path(), &mut ()).unwrap();
     assert!(
         forced
             .iter()
@@ -83,10 +108,10 @@ fn a_corrupted_local_file_is_fetched_again() {
     let url = serve(fixture.gz_by_path());
     let dir = tempfile::tempdir().unwrap();
     let d = downloader(&[&url], &fixture);
-    d.run(dir.path()).unwrap();
+    d.run(dir.path(), &mut ()).unwrap();
     let victim = dir.path().join(&fixture.files[0].0);
     std::fs::write(&victim, b"garbage").unwrap();
-    let stored = d.run(dir.path()).unwrap();
+    let stored = d.run(dir.path(), &mut ()).unwrap();
     assert!(matches!(stored[0].outcome, Outcome::Fetched { .. }));
     assert_eq!(std::fs::read(&victim).unwrap(), fixture.files[0].1);
 }
@@ -98,7 +123,7 @@ fn first_mirror_failing_falls_through_to_the_second() {
     let good = serve(fixture.gz_by_path());
     let dir = tempfile::tempdir().unwrap();
     let stored = downloader(&[&broken, &good], &fixture)
-        .run(dir.path())
+        .run(dir.path(), &mut ())
         .unwrap();
     assert!(stored.iter().all(|s| s.outcome
         == Outcome::Fetched {
@@ -115,13 +140,13 @@ fn every_kind_of_failure_is_reported_per_mirror() {
     // A valid gzip of the wrong content: fails the checksum.
     let wrong = serve_with(|_| (200, gzip(b"some other file")));
     let dir = tempfile::tempdir().unwrap();
-    let err = downloader(&[&not_found, &forbidden, &corrupt, &wrong], &fixture)
-        .run(dir.path())
-        .unwrap_err();
-    let message = err.to_string();
-    assert!(message.starts_with("could not get train-images-idx3-ubyte.gz from any mirror:"));
-    assert_eq!(message.lines().count(), 5, "{message}");
-    let lines = failure_lines(err);
+    let d = downloader(&[&not_found, &forbidden, &corrupt, &wrong], &fixture);
+    let lines = failure_lines(&d, dir.path());
+    let message = d.run(dir.path(), &mut ()).unwrap_err().to_string();
+    assert_eq!(
+        message,
+        "could not get train-images-idx3-ubyte.gz from any of the 4 mirrors tried"
+    );
     assert_eq!(lines[0], "HTTP status 404");
     assert_eq!(lines[1], "HTTP status 403");
     assert!(
@@ -140,7 +165,7 @@ fn a_truncated_gzip_is_rejected() {
     let half = gz[..gz.len() / 2].to_vec();
     let url = serve_with(move |_| (200, half.clone()));
     let dir = tempfile::tempdir().unwrap();
-    let lines = failure_lines(downloader(&[&url], &fixture).run(dir.path()).unwrap_err());
+    let lines = failure_lines(&downloader(&[&url], &fixture), dir.path());
     assert!(
         lines[0].starts_with("not a valid gzip stream"),
         "{}",
@@ -163,7 +188,7 @@ fn an_interrupted_download_leaves_no_file() {
         let _ = stream.write_all(&gz[..gz.len() / 2]);
     });
     let dir = tempfile::tempdir().unwrap();
-    let lines = failure_lines(downloader(&[&url], &fixture).run(dir.path()).unwrap_err());
+    let lines = failure_lines(&downloader(&[&url], &fixture), dir.path());
     assert!(
         lines[0].contains("cut short") || lines[0].contains("read failed"),
         "{}",
@@ -188,7 +213,7 @@ fn a_silent_server_hits_the_timeout() {
     d.timeout = Duration::from_secs(1);
     d.files.truncate(1);
     let started = Instant::now();
-    let lines = failure_lines(d.run(dir.path()).unwrap_err());
+    let lines = failure_lines(&d, dir.path());
     assert!(started.elapsed() < Duration::from_secs(5), "gave up late");
     assert!(lines[0].to_lowercase().contains("timeout"), "{}", lines[0]);
 }
@@ -203,15 +228,16 @@ fn local_folders_and_file_urls_are_mirrors() {
         format!("file://{}", src.path().display()),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let stored = downloader(&[&mirror], &fixture).run(dir.path()).unwrap();
+        let stored = downloader(&[&mirror], &fixture)
+            .run(dir.path(), &mut ())
+            .unwrap();
         assert_eq!(stored[0].shape, vec![5, 28, 28]);
     }
     let empty = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let lines = failure_lines(
-        downloader(&[&empty.path().display().to_string()], &fixture)
-            .run(dir.path())
-            .unwrap_err(),
+        &downloader(&[&empty.path().display().to_string()], &fixture),
+        dir.path(),
     );
     assert!(lines[0].contains("No such file"), "{}", lines[0]);
 }
@@ -228,9 +254,9 @@ fn a_file_with_the_right_checksum_but_a_bad_header_is_rejected() {
     let mut d = downloader(&[&url], &fixture);
     d.files = vec![FileSpec::new(
         "train-images-idx3-ubyte",
-        &mnist_cnn::download::sha256_hex(&bad),
+        &sha256_hex([&bad[..]]),
     )];
-    let lines = failure_lines(d.run(dir.path()).unwrap_err());
+    let lines = failure_lines(&d, dir.path());
     assert!(
         lines[0].starts_with("not a valid MNIST file"),
         "{}",

@@ -11,24 +11,26 @@ use std::time::Duration;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use mnist_cnn::download::{FileSpec, sha256_hex};
+use mnist_cnn::data::FileSpec;
 use mnist_cnn::idx::{self, PIXELS};
+use mnist_cnn::store::sha256_hex;
 
-/// The real MNIST .gz files beside the repository, if present. In CI they
-/// must be: a missing folder there is a failure, not a silent skip.
-/// `MNIST_CNN_TEST_SYNTHETIC=1` forces the synthetic path, to test it.
-pub fn real_mnist() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/mnist");
-    if std::env::var_os("MNIST_CNN_TEST_SYNTHETIC").is_some() {
-        None
-    } else if dir.join("train-images-idx3-ubyte.gz").is_file() {
-        Some(dir)
-    } else if std::env::var_os("CI").is_some() {
-        panic!("CI must provide the real MNIST files at {}", dir.display());
-    } else {
-        eprintln!("note: {} absent; using synthetic data", dir.display());
-        None
-    }
+/// The real MNIST .gz files: `../shared/mnist` beside the repository, or the
+/// folder `MNIST_CNN_TEST_DATA` names. The tests that train or download the
+/// real set need them; without them they fail, saying where to put them,
+/// rather than pass without having checked anything.
+pub fn real_mnist() -> PathBuf {
+    let dir = match std::env::var_os("MNIST_CNN_TEST_DATA") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/mnist"),
+    };
+    assert!(
+        dir.join("train-images-idx3-ubyte.gz").is_file(),
+        "these tests need the four MNIST .gz files in {} (or in the folder \
+         MNIST_CNN_TEST_DATA names); `mnist-cnn download` fetches them",
+        dir.display()
+    );
+    dir
 }
 
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
@@ -43,8 +45,9 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    /// `n_train` and `n_test` synthetic, learnable digits: class `c` is a
-    /// bright bar at a class-specific place plus noise, with 5% wrong labels.
+    /// `n_train` and `n_test` synthetic digits in the MNIST layout (class
+    /// `c` is a bright bar at a class-specific place plus noise, with 5%
+    /// wrong labels): small files for the downloader and error tests.
     pub fn synthetic(n_train: usize, n_test: usize) -> Self {
         let (train_x, train_y) = synthetic_digits(n_train, 1);
         let (test_x, test_y) = synthetic_digits(n_test, 2);
@@ -68,7 +71,7 @@ impl Fixture {
     pub fn specs(&self) -> Vec<FileSpec> {
         self.files
             .iter()
-            .map(|(name, bytes)| FileSpec::new(name, &sha256_hex(bytes)))
+            .map(|(name, bytes)| FileSpec::new(name, &sha256_hex([&bytes[..]])))
             .collect()
     }
 
@@ -183,24 +186,16 @@ pub fn read_request(stream: &mut TcpStream) {
     }
 }
 
-/// A data folder for training tests: real MNIST (decompressed once per test
-/// binary through the downloader, from the local mirror) or, where that is
-/// absent outside CI, a synthetic set of the same layout.
+/// A data folder holding the real MNIST set, decompressed once per test
+/// binary through the downloader, from the local mirror.
 pub fn data_dir() -> &'static Path {
     static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        match real_mnist() {
-            Some(mnist) => {
-                let mut d =
-                    mnist_cnn::download::Downloader::new(vec![mnist_cnn::download::Mirror::Local(
-                        mnist,
-                    )]);
-                d.quiet = true;
-                d.run(dir.path()).unwrap();
-            }
-            None => Fixture::synthetic(3000, 1000).write_raw(dir.path()),
-        }
+        let mirror = mnist_cnn::download::Mirror::Local(real_mnist());
+        mnist_cnn::download::Downloader::new(vec![mirror])
+            .run(dir.path(), &mut ())
+            .unwrap();
         dir
     })
     .path()
