@@ -38,6 +38,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// List (and draw) test images the model gets wrong.
     Misclassified(MisclassifiedArgs),
+    /// Write the trained weights as safetensors, in the tutorial's Keras layout.
+    Export(ExportArgs),
     /// Measure training and evaluation images/s and peak memory on the real data.
     Bench(BenchArgs),
 }
@@ -182,6 +184,17 @@ pub struct MisclassifiedArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The safetensors file to write (replaced whole if it exists).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct BenchArgs {
     #[command(flatten)]
     pub data: DataArgs,
@@ -212,6 +225,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Train(args) => train_cmd(&args),
         Command::Eval(args) => eval_cmd(&args),
         Command::Misclassified(args) => misclassified_cmd(&args),
+        Command::Export(args) => export_cmd(&args),
         Command::Bench(args) => bench_cmd(&args),
     };
     match result {
@@ -548,6 +562,30 @@ fn misclassified_cmd(args: &MisclassifiedArgs) -> Result<()> {
     if let Some(dir) = &args.png {
         print(format_args!("\nPNG files written to {}", dir.display()))?;
     }
+    Ok(())
+}
+
+fn export_cmd(args: &ExportArgs) -> Result<()> {
+    mnist_cnn::store::check_writable(&args.out)?;
+    let paths = args.model.paths(&args.data);
+    let model = paths
+        .load_weights(&backend::device())
+        .map_err(|e| model_failed(e, &paths))?;
+    // The training record adds to the file's header; a model without one
+    // (copied alone, say) still exports.
+    let metadata = match paths.load_metadata::<Metadata>() {
+        Ok(m) => Some(m),
+        Err(StoreError::Missing { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    mnist_cnn::export::export(&model, metadata.as_ref(), &args.out)?;
+    print(format_args!(
+        "{} exported to {} ({} parameters in Keras's layout: {})",
+        paths.weights.display(),
+        args.out.display(),
+        arch::group_digits(arch::PARAMETERS),
+        mnist_cnn::export::KERAS_NAMES.join(", ")
+    ))?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@
 //! - [`store`]: atomic files, hashes, and the model store.
 //! - [`data`]: the MNIST files and the data folder; [`download`]: mirrors
 //!   and verification.
-//! - [`train`], [`eval`], [`misclassified`], [`bench`]: one command each.
+//! - [`train`], [`eval`], [`misclassified`], [`export`], [`bench`]: one command each.
 //! - [`backend`]: the CPU backend the crate was built with.
 //!
 //! The library never prints: long work reports through traits
@@ -22,6 +22,7 @@ pub mod data;
 pub mod dense;
 pub mod download;
 pub mod eval;
+pub mod export;
 pub mod idx;
 pub mod misclassified;
 pub mod model;

@@ -118,6 +118,37 @@ impl Cnn {
             .val()
     }
 
+    /// The six parameters as host values with their shapes, in the order
+    /// Keras lists them: conv kernel `[32, 1, 3, 3]` (Burn's layout) and
+    /// bias, hidden weights `[20000, 128]` and bias, output weights
+    /// `[128, 10]` and bias.
+    pub fn parameters(&self) -> Vec<(Vec<usize>, Vec<f32>)> {
+        fn host<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
+            let data = t.into_data();
+            let shape = data.shape().to_vec();
+            (
+                shape,
+                data.convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .expect("f32 values"),
+            )
+        }
+        vec![
+            host(self.conv.weight.val()),
+            host(self.conv_bias()),
+            host(self.hidden.weight.val()),
+            host(self.hidden_bias()),
+            host(self.output.weight.val()),
+            host(
+                self.output
+                    .bias
+                    .as_ref()
+                    .expect("the output layer is built with a bias")
+                    .val(),
+            ),
+        ]
+    }
+
     /// Class probabilities `[n, 10]` for inference.
     pub fn probabilities(&self, batch: &Batch) -> Tensor<2> {
         softmax(self.forward(batch, None), 1)

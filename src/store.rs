@@ -92,6 +92,28 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Makes sure `path` can be written: its folder exists (it is created) and
+/// takes new files, and `path` is not a folder. Checked before any work, so
+/// that a bad location fails at once rather than after the first epoch.
+pub fn check_writable(path: &Path) -> Result<(), StoreError> {
+    if path.is_dir() {
+        return Err(StoreError::IsFolder {
+            path: path.to_path_buf(),
+        });
+    }
+    let folder = folder_of(path);
+    let err = |source| StoreError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(folder).map_err(err)?;
+    tempfile::Builder::new()
+        .prefix(&temp_prefix(path))
+        .tempfile_in(folder)
+        .map_err(err)?;
+    Ok(())
+}
+
 /// Removes temporary files that a killed process left on the way to `path`.
 /// Returns how many it removed.
 pub fn remove_stale_temps(path: &Path) -> usize {
@@ -154,27 +176,10 @@ impl ModelPaths {
         self.weights.exists()
     }
 
-    /// Makes sure both files can be written: their folder exists (it is
-    /// created) and takes new files, and neither name is a folder. Checked
-    /// before any work, so that a bad location fails at once rather than
-    /// after the first epoch.
+    /// Makes sure both files can be written (see [`check_writable`]).
     pub fn check_writable(&self) -> Result<(), StoreError> {
-        for path in [&self.weights, &self.metadata] {
-            if path.is_dir() {
-                return Err(StoreError::IsFolder { path: path.clone() });
-            }
-        }
-        let folder = folder_of(&self.weights);
-        let err = |source| StoreError::Write {
-            path: self.weights.clone(),
-            source,
-        };
-        fs::create_dir_all(folder).map_err(err)?;
-        tempfile::Builder::new()
-            .prefix(&temp_prefix(&self.weights))
-            .tempfile_in(folder)
-            .map_err(err)?;
-        Ok(())
+        check_writable(&self.weights)?;
+        check_writable(&self.metadata)
     }
 
     /// Removes temporary files an interrupted save left behind.

@@ -6,15 +6,8 @@ mod common;
 
 use std::path::Path;
 
-use assert_cmd::Command;
-use common::{Fixture, real_mnist, serve};
-use predicates::prelude::*;
-
-fn mnist_cnn() -> Command {
-    let mut cmd = Command::cargo_bin("mnist-cnn").unwrap();
-    cmd.env_remove("MNIST_MIRROR");
-    cmd
-}
+use common::{Fixture, mnist_cnn, real_mnist, serve};
+use std::process::Command;
 
 /// Runs and checks a failure: non-zero exit, one `error:` line, no panic.
 /// Returns all of stderr.
@@ -34,6 +27,14 @@ fn fails_with(cmd: &mut Command, needle: &str) -> String {
         error_lines[0]
     );
     stderr
+}
+
+/// Runs and checks a success; returns stdout and stderr.
+fn succeeds(cmd: &mut Command) -> (String, String) {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (String::from_utf8(out.stdout).unwrap(), stderr)
 }
 
 /// A folder with no data and a command that, if it got as far as the data,
@@ -62,31 +63,34 @@ fn downloads_real_mnist_over_loopback_and_prints_the_shapes() {
     let url = serve(files);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    mnist_cnn()
-        .args([
-            "download",
-            "--no-default-mirrors",
-            "--mirror",
-            &url,
-            "--data-dir",
-        ])
-        .arg(&data)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains(
+    let (stdout, _) = succeeds(
+        mnist_cnn()
+            .args([
+                "download",
+                "--no-default-mirrors",
+                "--mirror",
+                &url,
+                "--data-dir",
+            ])
+            .arg(&data),
+    );
+    assert!(
+        stdout.contains(
             "x_train shape: (60000, 28, 28)\ny_train shape: (60000,)\n\
-             x_test shape: (10000, 28, 28)\ny_test shape: (10000,)\n",
-        ))
-        .stdout(predicate::str::contains("4 fetched"));
+             x_test shape: (10000, 28, 28)\ny_test shape: (10000,)\n"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("4 fetched"), "{stdout}");
     // Second run: nothing fetched, and MNIST_MIRROR is honoured as a mirror.
-    mnist_cnn()
-        .env("MNIST_MIRROR", &mnist)
-        .args(["download", "--no-default-mirrors", "--data-dir"])
-        .arg(&data)
-        .assert()
-        .success()
-        .stderr(predicate::str::contains("already present and valid"))
-        .stdout(predicate::str::contains("0 fetched, 4 already present"));
+    let (stdout, stderr) = succeeds(
+        mnist_cnn()
+            .env("MNIST_MIRROR", &mnist)
+            .args(["download", "--no-default-mirrors", "--data-dir"])
+            .arg(&data),
+    );
+    assert!(stderr.contains("already present and valid"), "{stderr}");
+    assert!(stdout.contains("0 fetched, 4 already present"), "{stdout}");
 }
 
 #[test]
@@ -235,11 +239,10 @@ fn each_bad_option_is_named_with_its_range_before_any_work() {
         assert!(!stderr.contains("downloading"), "{stderr}");
     }
     assert_eq!(entries(dir.path()), 0, "nothing was downloaded or written");
-    mnist_cnn()
-        .args(["train", "--epochs", "many"])
-        .assert()
-        .failure()
-        .stderr(predicate::str::contains("invalid value 'many'"));
+    fails_with(
+        mnist_cnn().args(["train", "--epochs", "many"]),
+        "invalid value 'many'",
+    );
 }
 
 #[test]
@@ -289,7 +292,7 @@ fn a_batch_too_large_for_the_memory_available_is_refused_up_front() {
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(r#"ulimit -v 3000000 && exec "$0" "$@""#)
-        .arg(assert_cmd::cargo::cargo_bin("mnist-cnn"))
+        .arg(env!("CARGO_BIN_EXE_mnist-cnn"))
         .args(["train", "--batch-size", "60000", "--data-dir"])
         .arg(dir.path())
         .output()

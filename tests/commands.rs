@@ -4,23 +4,17 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
+use common::mnist_cnn;
 use mnist_cnn::data::{self, Part};
 use mnist_cnn::idx::CLASSES;
 use mnist_cnn::model::{Batch, cross_entropy};
 use mnist_cnn::store::ModelPaths;
 use mnist_cnn::train::Metadata;
 use serde_json::Value;
-
-fn mnist_cnn() -> Command {
-    let mut cmd = Command::cargo_bin("mnist-cnn").unwrap();
-    cmd.env_remove("MNIST_MIRROR");
-    cmd
-}
 
 fn stdout_of(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
@@ -274,7 +268,7 @@ fn misclassified_says_when_fewer_mistakes_exist_than_asked() {
 fn ctrl_c_stops_training_and_keeps_the_last_checkpoint_loadable() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mnist-cnn"))
+    let child = mnist_cnn()
         .args(["train", "--epochs", "1000", "--limit", "320", "--data-dir"])
         .arg(common::data_dir())
         .arg("--model")
@@ -352,7 +346,7 @@ fn train_downloads_the_data_first_when_it_is_missing() {
 /// status and stderr.
 #[cfg(unix)]
 fn with_stdout_closed(args: &[&str], extra: &[&Path]) -> (Option<i32>, String) {
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("mnist-cnn"))
+    let mut child = mnist_cnn()
         .args(args)
         .args(extra)
         .env_remove("MNIST_MIRROR")
@@ -489,7 +483,7 @@ fn the_default_model_lives_in_the_data_folder_and_is_never_lost() {
 fn a_run_stopped_by_ctrl_c_and_resumed_ends_bit_identical() {
     let dir = tempfile::tempdir().unwrap();
     let args = |model: &Path| {
-        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("mnist-cnn"));
+        let mut cmd = mnist_cnn();
         cmd.args(["train", "--limit", "2000", "--data-dir"])
             .arg(common::data_dir())
             .arg("--model")

@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -14,6 +15,13 @@ use flate2::write::GzEncoder;
 use mnist_cnn::data::FileSpec;
 use mnist_cnn::idx::{self, PIXELS};
 use mnist_cnn::store::sha256_hex;
+
+/// The binary under test, with no mirror from the caller's environment.
+pub fn mnist_cnn() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"));
+    cmd.env_remove("MNIST_MIRROR");
+    cmd
+}
 
 /// The real MNIST .gz files: `../shared/mnist` beside the repository, or the
 /// folder `MNIST_CNN_TEST_DATA` names. The tests that train or download the
