@@ -1,17 +1,22 @@
 //! `mnist-cnn bench`: training and evaluation throughput and peak memory on
 //! the real data, printed so that they can be set beside the Keras
-//! reference's figures (`../shared/reference/keras_reference.py`).
+//! reference's figures (`../shared/reference/keras_reference.py`), and
+//! beside what the machine itself can do: the time the step's matrix
+//! products alone take on the same kernels (the floor).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use crate::arch::{CONV_SIDE, FEATURES, FILTERS, HIDDEN, TAPS};
 use crate::data::Split;
 use crate::eval;
-use crate::train::{TrainConfig, Trainer};
+use crate::idx::CLASSES;
+use crate::matmul::{Matrix, product, product_split_k};
+use crate::train::{Engine, TrainConfig, Trainer};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -23,12 +28,16 @@ pub struct BenchConfig {
     pub batch_size: usize,
     pub eval_batch_size: usize,
     pub seed: u64,
+    pub engine: Engine,
 }
 
 /// The measured figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchResult {
     pub backend: String,
+    pub engine: Engine,
+    /// The widest instruction set the kernels use here.
+    pub simd: String,
     pub threads: usize,
     pub train_steps: usize,
     pub batch_size: usize,
@@ -36,6 +45,14 @@ pub struct BenchResult {
     pub ms_per_step: f64,
     /// Seconds a full 60,000-image epoch takes at this rate.
     pub epoch_s: f64,
+    /// The step's matrix products alone, on the same kernels, in ms.
+    pub floor_ms: f64,
+    /// `ms_per_step / floor_ms`.
+    pub step_over_floor: f64,
+    /// CPU time over wall time × threads during the timed steps.
+    pub cpu_utilisation: Option<f64>,
+    /// Share of the step per phase (host engine only).
+    pub phases: Vec<(String, f64)>,
     pub eval_images: usize,
     pub eval_batch_size: usize,
     pub eval_img_per_s: f64,
@@ -44,27 +61,44 @@ pub struct BenchResult {
 }
 
 /// Times `steps` SGD steps of the real training loop, then one evaluation
-/// pass over `test`.
+/// pass over `test`, then the floor.
 pub fn run(config: &BenchConfig, train: &Split, test: &Split, device: &Device) -> BenchResult {
     let train_config = TrainConfig {
         batch_size: config.batch_size,
         seed: config.seed,
-        ..TrainConfig::default()
+        engine: config.engine,
+        ..TrainConfig::DEFAULT
     };
     let mut trainer = Trainer::new(&train_config, device);
     let mut dropout_seeds = SmallRng::seed_from_u64(config.seed);
-    let total = config.warmup + config.steps;
-    let mut started = Instant::now();
-    for step in 0..total {
-        if step == config.warmup {
-            started = Instant::now();
-        }
+    let batch = |step: usize| {
         let first = (step * config.batch_size) % (train.len() - config.batch_size + 1);
-        let indices: Vec<usize> = (first..first + config.batch_size).collect();
-        trainer.step(train, &indices, dropout_seeds.random());
+        (first..first + config.batch_size).collect::<Vec<usize>>()
+    };
+    for step in 0..config.warmup {
+        trainer.step(train, &batch(step), dropout_seeds.random());
+    }
+    let phases_before = trainer.phases().cloned();
+    let cpu_before = cpu_seconds();
+    let started = Instant::now();
+    for step in config.warmup..config.warmup + config.steps {
+        trainer.step(train, &batch(step), dropout_seeds.random());
     }
     let train_s = started.elapsed().as_secs_f64();
+    let cpu_utilisation = cpu_before
+        .zip(cpu_seconds())
+        .map(|(before, after)| (after - before) / (train_s * rayon::current_num_threads() as f64));
+    let phases = match (phases_before, trainer.phases()) {
+        (Some(before), Some(after)) => after
+            .since(&before)
+            .shares()
+            .into_iter()
+            .map(|(name, share)| (name.to_string(), share))
+            .collect(),
+        _ => Vec::new(),
+    };
     let train_img_per_s = (config.steps * config.batch_size) as f64 / train_s;
+    let ms_per_step = 1000.0 * train_s / config.steps as f64;
 
     let model = trainer.into_model();
     eval::evaluate(&model, test, config.eval_batch_size, device); // warm-up
@@ -72,19 +106,152 @@ pub fn run(config: &BenchConfig, train: &Split, test: &Split, device: &Device) -
     eval::evaluate(&model, test, config.eval_batch_size, device);
     let eval_s = started.elapsed().as_secs_f64();
 
+    let floor_ms = floor(config.batch_size).as_secs_f64() * 1000.0;
     BenchResult {
         backend: crate::backend::NAME.into(),
-        threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        engine: config.engine,
+        simd: simd().into(),
+        threads: rayon::current_num_threads(),
         train_steps: config.steps,
         batch_size: config.batch_size,
         train_img_per_s,
-        ms_per_step: 1000.0 * train_s / config.steps as f64,
+        ms_per_step,
         epoch_s: 60_000.0 / train_img_per_s,
+        floor_ms,
+        step_over_floor: ms_per_step / floor_ms,
+        cpu_utilisation,
+        phases,
         eval_images: test.len(),
         eval_batch_size: config.eval_batch_size,
         eval_img_per_s: test.len() as f64 / eval_s,
         peak_rss_mb: peak_rss_mb(),
     }
+}
+
+/// The time the matrix products of one training step at batch `n` take
+/// alone, on the same kernels the step uses (gemm, the hidden layer's
+/// forward product split along its long dimension), at the same shapes: the convolution as a
+/// product (im2col) forward and for its weight gradient, the hidden layer
+/// forward, its input gradient and its weight update, and the output layer
+/// forward and its two gradients. The best of several rounds.
+pub fn floor(n: usize) -> Duration {
+    let positions = n * CONV_SIDE * CONV_SIDE;
+    let buffer = |len: usize| -> Vec<f32> { (0..len).map(|i| (i % 17) as f32 * 0.01).collect() };
+    let (patches, kernel, mut conv) = (
+        buffer(positions * TAPS),
+        buffer(TAPS * FILTERS),
+        buffer(positions * FILTERS),
+    );
+    let mut kernel_grad = buffer(TAPS * FILTERS);
+    let (features, mut w1, mut hidden) = (
+        buffer(n * FEATURES),
+        buffer(FEATURES * HIDDEN),
+        buffer(n * HIDDEN),
+    );
+    let mut grad_features = buffer(n * FEATURES);
+    let (w2, mut logits, mut w2_grad) = (
+        buffer(HIDDEN * CLASSES),
+        buffer(n * CLASSES),
+        buffer(HIDDEN * CLASSES),
+    );
+    let grad_logits = buffer(n * CLASSES);
+    let mut round = || {
+        let started = Instant::now();
+        product(
+            &mut conv,
+            positions,
+            TAPS,
+            FILTERS,
+            Matrix::row_major(&patches, TAPS),
+            Matrix::row_major(&kernel, FILTERS),
+            None,
+        );
+        product(
+            &mut kernel_grad,
+            TAPS,
+            positions,
+            FILTERS,
+            Matrix::transposed(&patches, TAPS),
+            Matrix::row_major(&conv, FILTERS),
+            None,
+        );
+        product_split_k(&mut hidden, n, FEATURES, HIDDEN, &features, &w1);
+        product(
+            &mut grad_features,
+            n,
+            HIDDEN,
+            FEATURES,
+            Matrix::row_major(&hidden, HIDDEN),
+            Matrix::transposed(&w1, HIDDEN),
+            None,
+        );
+        product(
+            &mut w1,
+            FEATURES,
+            n,
+            HIDDEN,
+            Matrix::transposed(&features, FEATURES),
+            Matrix::row_major(&hidden, HIDDEN),
+            Some(-1e-9),
+        );
+        product(
+            &mut logits,
+            n,
+            HIDDEN,
+            CLASSES,
+            Matrix::row_major(&hidden, HIDDEN),
+            Matrix::row_major(&w2, CLASSES),
+            None,
+        );
+        product(
+            &mut w2_grad,
+            HIDDEN,
+            n,
+            CLASSES,
+            Matrix::transposed(&hidden, HIDDEN),
+            Matrix::row_major(&grad_logits, CLASSES),
+            None,
+        );
+        product(
+            &mut hidden,
+            n,
+            CLASSES,
+            HIDDEN,
+            Matrix::row_major(&grad_logits, CLASSES),
+            Matrix::transposed(&w2, CLASSES),
+            None,
+        );
+        started.elapsed()
+    };
+    (0..5)
+        .map(|_| (0..20).map(|_| round()).sum::<Duration>() / 20)
+        .min()
+        .expect("rounds")
+}
+
+/// The widest vector instructions the kernels pick on this CPU.
+fn simd() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
+            return "AVX-512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            return "AVX2";
+        }
+    }
+    "baseline"
+}
+
+/// User plus system CPU seconds of this process so far (Linux only).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // The kernel reports in USER_HZ, which is 100 on Linux's ABI.
+    Some(ticks / 100.0)
 }
 
 /// Peak resident set size of this process in MB, from /proc (Linux only).
@@ -101,21 +268,38 @@ impl BenchResult {
         let rss = self
             .peak_rss_mb
             .map_or("unknown".into(), |mb| format!("{mb:.0} MB"));
-        format!(
-            "backend: {} ({} threads)\n\
-             train: {:.0} images/s ({:.1} ms per step of {}, {:.1} s per 60,000-image epoch; {} steps)\n\
-             eval:  {:.0} images/s ({} images at batch {})\n\
-             peak RSS: {rss}",
+        let cpu = self
+            .cpu_utilisation
+            .map_or("unknown".into(), |u| format!("{:.0}%", u * 100.0));
+        let mut out = format!(
+            "backend: {} ({} engine, {}, {} threads)\n\
+             train: {:.0} images/s ({:.2} ms per step of {}, {:.1} s per 60,000-image epoch; {} steps)\n\
+             floor: {:.2} ms per step for the step's matrix products alone; step/floor {:.2}\n\
+             CPU utilisation while training: {cpu}\n",
             self.backend,
+            self.engine.name(),
+            self.simd,
             self.threads,
             self.train_img_per_s,
             self.ms_per_step,
             self.batch_size,
             self.epoch_s,
             self.train_steps,
-            self.eval_img_per_s,
-            self.eval_images,
-            self.eval_batch_size,
-        )
+            self.floor_ms,
+            self.step_over_floor,
+        );
+        if !self.phases.is_empty() {
+            let shares: Vec<String> = self
+                .phases
+                .iter()
+                .map(|(name, share)| format!("{name} {:.0}%", share * 100.0))
+                .collect();
+            out.push_str(&format!("step phases: {}\n", shares.join(", ")));
+        }
+        out.push_str(&format!(
+            "eval:  {:.0} images/s ({} images at batch {})\npeak RSS: {rss}",
+            self.eval_img_per_s, self.eval_images, self.eval_batch_size,
+        ));
+        out
     }
 }

@@ -113,17 +113,44 @@ pub fn dropout_keep(p: f64, seed: u64, image: usize, out: &mut [f32]) {
     }
 }
 
+/// The kernel as the host code keeps it, `[tap][filter]`: transposed from
+/// Burn's `[filter, 1, kh, kw]` so that the filters are the contiguous,
+/// vectorised dimension.
+pub type Kernel = [[f32; FILTERS]; TAPS];
+
+/// Burn's `[filter, 1, kh, kw]` values as a [`Kernel`].
+pub fn kernel_from_burn(values: &[f32]) -> Kernel {
+    assert_eq!(values.len(), FILTERS * TAPS, "conv weight size");
+    let mut kernel = [[0.0; FILTERS]; TAPS];
+    for (f, taps) in values.chunks_exact(TAPS).enumerate() {
+        for (t, &v) in taps.iter().enumerate() {
+            kernel[t][f] = v;
+        }
+    }
+    kernel
+}
+
+/// A [`Kernel`] back in Burn's `[filter, 1, kh, kw]` order.
+pub fn kernel_to_burn(kernel: &Kernel) -> Vec<f32> {
+    let mut values = vec![0.0f32; FILTERS * TAPS];
+    for (t, taps) in kernel.iter().enumerate() {
+        for (f, &v) in taps.iter().enumerate() {
+            values[f * TAPS + t] = v;
+        }
+    }
+    values
+}
+
 /// The op's inputs, on the host.
 #[derive(Debug, Clone)]
-struct Input {
-    images: Vec<f32>,
-    n: usize,
-    h: usize,
-    w: usize,
-    /// `[tap][filter]`: the kernel transposed so that the filters are the
-    /// contiguous, vectorised dimension.
-    weight: [[f32; FILTERS]; TAPS],
-    bias: [f32; FILTERS],
+pub struct Input {
+    /// `[n, h, w]` pixels in [0, 1].
+    pub images: Vec<f32>,
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub weight: Kernel,
+    pub bias: [f32; FILTERS],
 }
 
 impl Input {
@@ -136,12 +163,7 @@ impl Input {
         let [n, h, w] = <[usize; 3]>::try_from(dims).expect("images are [n, h, w]");
         let (kernel, dims) = to_host::<B>(weight);
         assert_eq!(dims, [FILTERS, 1, KERNEL, KERNEL], "conv weight shape");
-        let mut weight = [[0.0; FILTERS]; TAPS];
-        for (f, taps) in kernel.chunks_exact(TAPS).enumerate() {
-            for (t, &v) in taps.iter().enumerate() {
-                weight[t][f] = v;
-            }
-        }
+        let weight = kernel_from_burn(&kernel);
         let (bias, _) = to_host::<B>(bias);
         let bias = <[f32; FILTERS]>::try_from(bias).expect("one conv bias per filter");
         Self {
@@ -154,7 +176,8 @@ impl Input {
         }
     }
 
-    fn output_shape(&self) -> [usize; 4] {
+    /// `[n, h - KERNEL, w - KERNEL, FILTERS]`.
+    pub fn output_shape(&self) -> [usize; 4] {
         [self.n, self.h - SHRINK, self.w - SHRINK, FILTERS]
     }
 
@@ -204,10 +227,20 @@ const DEAD: u8 = 4;
 /// The forward pass: outputs and the winner codes. Images are split across
 /// threads.
 fn forward(input: &Input, dropout: Option<(f64, u64)>) -> (Vec<f32>, Vec<u8>) {
+    let len = input.output_shape().iter().product();
+    let mut out = vec![0.0f32; len];
+    let mut codes = vec![DEAD; len];
+    forward_into(input, dropout, &mut out, &mut codes);
+    (out, codes)
+}
+
+/// [`forward`] into buffers the caller keeps (the host training step
+/// reuses them from step to step): `out` and `codes` hold one value per
+/// output, every one of which is written.
+pub fn forward_into(input: &Input, dropout: Option<(f64, u64)>, out: &mut [f32], codes: &mut [u8]) {
     let [n, oh, ow, _] = input.output_shape();
     let per_image = oh * ow * FILTERS;
-    let mut out = vec![0.0f32; n * per_image];
-    let mut codes = vec![DEAD; out.len()];
+    assert_eq!((out.len(), codes.len()), (n * per_image, n * per_image));
     out.par_chunks_mut(per_image)
         .zip(codes.par_chunks_mut(per_image))
         .enumerate()
@@ -220,14 +253,17 @@ fn forward(input: &Input, dropout: Option<(f64, u64)>) -> (Vec<f32>, Vec<u8>) {
                 forward_image(input, b, conv, keep, out, codes);
             },
         );
-    (out, codes)
 }
 
 /// One image of [`forward`]. The loops run over the 32 filters, contiguous in
 /// memory, with branch-free selects: compiled for AVX-512 and AVX2 as well as
 /// the baseline, and picked at run time, so that they are vectorised wide.
 /// Ties in the max go to the earliest window position.
-#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))]
+#[cfg_attr(
+    feature = "avx512",
+    multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))
+)]
+#[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+fma")))]
 fn forward_image(
     input: &Input,
     b: usize,
@@ -270,16 +306,27 @@ fn forward_image(
 /// winning convolution output, and from there into the weight gradient
 /// (times the image window) and the bias gradient. Per-image partial sums
 /// are added in image order, so the result does not depend on threads.
-fn backward(grad: &[f32], saved: &Saved) -> ([[f32; FILTERS]; TAPS], [f32; FILTERS]) {
-    let input = &saved.input;
+fn backward(grad: &[f32], saved: &Saved) -> (Kernel, [f32; FILTERS]) {
+    backward_host(&saved.input, &saved.codes, saved.scale, grad)
+}
+
+/// [`backward`] from host values: the inputs, the codes [`forward_into`]
+/// wrote, the dropout scale (`1/(1-p)`, or 1 without dropout) and the
+/// gradient of the outputs. Returns the kernel and bias gradients.
+pub fn backward_host(
+    input: &Input,
+    codes: &[u8],
+    scale: f32,
+    grad: &[f32],
+) -> (Kernel, [f32; FILTERS]) {
     let [_, oh, ow, _] = input.output_shape();
     let per_image = oh * ow * FILTERS;
-    let parts: Vec<([[f32; FILTERS]; TAPS], [f32; FILTERS])> = grad
+    let parts: Vec<(Kernel, [f32; FILTERS])> = grad
         .par_chunks(per_image)
-        .zip(saved.codes.par_chunks(per_image))
+        .zip(codes.par_chunks(per_image))
         .enumerate()
         .map_init(Vec::new, |grad_conv, (b, (grad, codes))| {
-            backward_image(input, b, grad, codes, saved.scale, grad_conv)
+            backward_image(input, b, grad, codes, scale, grad_conv)
         })
         .collect();
     let mut grad_weight = [[0.0f32; FILTERS]; TAPS];
@@ -298,7 +345,11 @@ fn backward(grad: &[f32], saved: &Saved) -> ([[f32; FILTERS]; TAPS], [f32; FILTE
 }
 
 /// One image of [`backward`], multiversioned like [`forward_image`].
-#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))]
+#[cfg_attr(
+    feature = "avx512",
+    multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))
+)]
+#[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+fma")))]
 fn backward_image(
     input: &Input,
     b: usize,
@@ -363,14 +414,7 @@ impl<B: Backend> Backward<B, 2> for ConvBlockBackward {
         let (grad_weight, grad_bias) = backward(&grad, &ops.state);
         let [weight_node, bias_node] = ops.parents;
         if let Some(node) = weight_node {
-            // Back from [tap][filter] to Burn's [filter, 1, KERNEL, KERNEL].
-            let mut kernel = vec![0.0f32; FILTERS * TAPS];
-            for (t, taps) in grad_weight.iter().enumerate() {
-                for (f, &g) in taps.iter().enumerate() {
-                    kernel[f * TAPS + t] = g;
-                }
-            }
-            let data = TensorData::new(kernel, [FILTERS, 1, KERNEL, KERNEL]);
+            let data = TensorData::new(kernel_to_burn(&grad_weight), [FILTERS, 1, KERNEL, KERNEL]);
             grads.register::<B>(node.id, B::float_from_data(data, &device));
         }
         if let Some(node) = bias_node {

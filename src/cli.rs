@@ -16,7 +16,9 @@ use mnist_cnn::download::{DownloadError, Downloader, MIRROR_ENV, Mirror, Outcome
 use mnist_cnn::eval::{self, Evaluation};
 use mnist_cnn::misclassified;
 use mnist_cnn::store::{ModelPaths, StoreError};
-use mnist_cnn::train::{self, Checkpoint, Job, Metadata, TestResult, TrainConfig, TrainError};
+use mnist_cnn::train::{
+    self, Checkpoint, Engine, Job, Metadata, TestResult, TrainConfig, TrainError,
+};
 
 use crate::term::{self, DownloadReport, EXIT_INTERRUPTED, TrainProgress, note, print};
 
@@ -53,6 +55,10 @@ fn in_range(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + 
         Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(format!("must be a whole number from {min} to {max}")),
     }
+}
+
+fn engine(s: &str) -> Result<Engine, String> {
+    Engine::from_name(s).ok_or_else(|| format!("must be one of: {}", Engine::NAMES.join(", ")))
 }
 
 fn positive(s: &str) -> Result<f64, String> {
@@ -137,6 +143,10 @@ pub struct TrainArgs {
     /// Continue the model at --model from its last complete epoch, up to --epochs.
     #[arg(long)]
     pub resume: bool,
+    /// How each SGD step is computed: host (the fast path) or burn (Burn's
+    /// autodiff and SGD; the reference). [default: host; with --resume, the checkpoint's]
+    #[arg(long, value_name = "ENGINE", value_parser = engine)]
+    pub engine: Option<Engine>,
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +223,9 @@ pub struct BenchArgs {
     /// Images per evaluation batch.
     #[arg(long, default_value_t = 128, value_name = "N", value_parser = in_range(1, MAX_EVAL_BATCH))]
     pub eval_batch_size: usize,
+    /// How each SGD step is computed: host (the fast path) or burn (the reference).
+    #[arg(long, default_value = "host", value_name = "ENGINE", value_parser = engine)]
+    pub engine: Engine,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     pub json: bool,
@@ -391,6 +404,7 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
         batch_size: args.batch_size.unwrap_or(defaults.batch_size),
         learning_rate: args.learning_rate.unwrap_or(defaults.learning_rate),
         seed: args.seed.unwrap_or(defaults.seed),
+        engine: args.engine.unwrap_or(defaults.engine),
     };
     config.validate()?;
     check_memory(
@@ -439,12 +453,13 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
             config.epochs
         )),
         None => term::print_lossy(format_args!(
-            "Training on {} images, batch size {}, SGD learning rate {}, seed {} ({} backend)",
+            "Training on {} images, batch size {}, SGD learning rate {}, seed {} ({} backend, {} engine)",
             data.len(),
             config.batch_size,
             config.learning_rate,
             config.seed,
-            backend::NAME
+            backend::NAME,
+            config.engine.name()
         )),
     }
     term::handle_ctrl_c();
@@ -619,6 +634,7 @@ fn bench_cmd(args: &BenchArgs) -> Result<()> {
         batch_size: args.batch_size,
         eval_batch_size: args.eval_batch_size,
         seed: TrainConfig::DEFAULT.seed,
+        engine: args.engine,
     };
     let result = bench::run(&config, &train, &test, &backend::device());
     if args.json {

@@ -60,6 +60,7 @@ pub trait DenseOps: Backend {
 #[cfg(feature = "flex")]
 mod flex {
     use super::*;
+    use crate::matmul::{Matrix, matmul, product_split_k};
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
     use burn::tensor::TensorData;
@@ -110,7 +111,8 @@ mod flex {
 
     /// `relu(x·w + b)` on the host.
     fn forward(x: &[f32], w: &[f32], b: &[f32], n: usize, i: usize, o: usize) -> Vec<f32> {
-        let mut out = matmul(n, i, o, Matrix::row_major(x, i), Matrix::row_major(w, o));
+        let mut out = vec![0.0f32; n * o];
+        product_split_k(&mut out, n, i, o, x, w);
         for row in out.chunks_exact_mut(o) {
             for (v, &bias) in row.iter_mut().zip(b) {
                 *v = (*v + bias).max(0.0);
@@ -154,79 +156,6 @@ mod flex {
             Matrix::row_major(&grad, o),
         );
         (dx, dw, db)
-    }
-
-    /// A read-only matrix view: values with row and column strides.
-    #[derive(Clone, Copy)]
-    struct Matrix<'a> {
-        values: &'a [f32],
-        row_stride: usize,
-        col_stride: usize,
-    }
-
-    impl<'a> Matrix<'a> {
-        /// A row-major matrix with `cols` columns.
-        fn row_major(values: &'a [f32], cols: usize) -> Self {
-            Self {
-                values,
-                row_stride: cols,
-                col_stride: 1,
-            }
-        }
-
-        /// The transpose of a row-major matrix with `cols` columns.
-        fn transposed(values: &'a [f32], cols: usize) -> Self {
-            Self {
-                values,
-                row_stride: 1,
-                col_stride: cols,
-            }
-        }
-
-        /// Panics unless every element of a `rows × cols` view lies in `values`.
-        fn check(&self, rows: usize, cols: usize) {
-            if rows > 0 && cols > 0 {
-                let last = (rows - 1) * self.row_stride + (cols - 1) * self.col_stride;
-                assert!(last < self.values.len(), "matrix view out of bounds");
-            }
-        }
-    }
-
-    /// `a·b` for an `m × k` and a `k × n` matrix, row-major `m × n` result,
-    /// on the `gemm` crate's kernels (the ones Burn's Flex backend uses) with
-    /// all threads.
-    fn matmul(m: usize, k: usize, n: usize, a: Matrix, b: Matrix) -> Vec<f32> {
-        a.check(m, k);
-        b.check(k, n);
-        let mut out = vec![0.0f32; m * n];
-        // SAFETY: `check` proved that every element of both views is in bounds,
-        // `out` holds exactly `m × n` values at the strides given, and the three
-        // buffers do not overlap (`out` is fresh). With `read_dst` false gemm
-        // only writes `out`.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                out.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                a.values.as_ptr(),
-                a.col_stride as isize,
-                a.row_stride as isize,
-                b.values.as_ptr(),
-                b.col_stride as isize,
-                b.row_stride as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(0),
-            );
-        }
-        out
     }
 }
 

@@ -149,6 +149,27 @@ impl Cnn {
         ]
     }
 
+    /// The network with the parameters [`parameters`](Self::parameters)
+    /// gave (same order, same shapes), on `device`.
+    pub fn from_parameters(params: Vec<(Vec<usize>, Vec<f32>)>, device: &Device) -> Self {
+        fn param<const D: usize>(
+            (shape, values): (Vec<usize>, Vec<f32>),
+            device: &Device,
+        ) -> Param<Tensor<D>> {
+            Param::from_data(TensorData::new(values, shape), device)
+        }
+        let [conv_w, conv_b, hidden_w, hidden_b, output_w, output_b] =
+            <[_; 6]>::try_from(params).expect("six parameters");
+        let mut model = Self::skeleton(device);
+        model.conv.weight = param(conv_w, device);
+        model.conv.bias = Some(param(conv_b, device));
+        model.hidden.weight = param(hidden_w, device);
+        model.hidden.bias = Some(param(hidden_b, device));
+        model.output.weight = param(output_w, device);
+        model.output.bias = Some(param(output_b, device));
+        model
+    }
+
     /// Class probabilities `[n, 10]` for inference.
     pub fn probabilities(&self, batch: &Batch) -> Tensor<2> {
         softmax(self.forward(batch, None), 1)

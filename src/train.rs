@@ -22,6 +22,7 @@ use thiserror::Error;
 use crate::arch::{PARAMETERS, architecture};
 use crate::data::Split;
 use crate::model::{Batch, Cnn, cross_entropy};
+use crate::step::{HostStep, Phases};
 use crate::store::{ModelPaths, StoreError};
 
 /// Memory one image of a training batch takes (activations, their
@@ -36,6 +37,8 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub learning_rate: f64,
     pub seed: u64,
+    #[serde(default)]
+    pub engine: Engine,
 }
 
 impl TrainConfig {
@@ -45,6 +48,7 @@ impl TrainConfig {
         batch_size: 32,
         learning_rate: 0.01,
         seed: 42,
+        engine: Engine::Host,
     };
 
     /// Most epochs one run may ask for.
@@ -241,6 +245,13 @@ impl Job<'_> {
                     saved.config.seed, mine.seed
                 )
             }),
+            (saved.config.engine != mine.engine).then(|| {
+                format!(
+                    "it was trained with the {} engine, not {}",
+                    saved.config.engine.name(),
+                    mine.engine.name()
+                )
+            }),
             (saved.train_examples != self.data.len()).then(|| {
                 format!(
                     "it was trained on {} images, not {}",
@@ -325,7 +336,7 @@ pub fn train(
         metadata.history.push(stats);
         metadata.epochs_done = epoch;
         if let Some(paths) = save_to {
-            paths.save_weights(trainer.model())?;
+            paths.save_weights(&trainer.model())?;
             paths.save_metadata(&metadata)?;
         }
     }
@@ -349,34 +360,85 @@ fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
     order
 }
 
-/// The network being trained with its optimiser: one SGD step at a time.
+/// How each SGD step is computed. Both compute the same step (the tests
+/// hold them within 1e-5 of each other); they differ in the last bits, so a
+/// checkpoint is resumed with the engine that made it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// [`crate::step`]: the whole step on the host, the update folded into
+    /// the backward pass. For the CPU backends; the fast one.
+    #[default]
+    Host,
+    /// Burn's autodiff (with the fused ops) and Burn's SGD optimiser: the
+    /// stock path, which any backend runs.
+    Burn,
+}
+
+impl Engine {
+    pub const NAMES: [&str; 2] = ["host", "burn"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Host => "host",
+            Engine::Burn => "burn",
+        }
+    }
+
+    /// The engine of that name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "host" => Some(Engine::Host),
+            "burn" => Some(Engine::Burn),
+            _ => None,
+        }
+    }
+}
+
+/// The network being trained: one SGD step at a time, by either engine.
 /// Shared by `train` and the benchmark so that both time the same work.
 pub struct Trainer {
+    engine: Inner,
+    device: Device,
+}
+
+enum Inner {
+    Host(Box<HostStep>),
+    Burn(Box<BurnStep>),
+}
+
+/// The stock step's state.
+struct BurnStep {
     /// Always `Some` between steps; taken during one so that the optimiser
-    /// can update the weights in place (no second reference to them).
+    /// can update the weights in place.
     model: Option<Cnn>,
     optim: ModuleOptimizer,
     learning_rate: f64,
-    device: Device,
 }
 
 impl Trainer {
     /// A freshly initialised network (weights from `config.seed`).
     pub fn new(config: &TrainConfig, device: &Device) -> Self {
-        let device = device.clone().autodiff();
-        device.seed(config.seed);
-        let model = Cnn::new(&device, &mut SmallRng::seed_from_u64(config.seed));
-        Self::resume(model, config, &device)
+        let autodiff = device.clone().autodiff();
+        autodiff.seed(config.seed);
+        let model = Cnn::new(&autodiff, &mut SmallRng::seed_from_u64(config.seed));
+        Self::resume(model, config, device)
     }
 
     /// Continues training `model` (loaded for `device`'s autodiff twin).
     pub fn resume(model: Cnn, config: &TrainConfig, device: &Device) -> Self {
+        let engine = match config.engine {
+            Engine::Host => Inner::Host(Box::new(HostStep::new(&model, config.learning_rate))),
+            Engine::Burn => Inner::Burn(Box::new(BurnStep {
+                model: Some(model),
+                // Plain SGD keeps no state between steps, so a resumed run needs none.
+                optim: SgdConfig::new().init(),
+                learning_rate: config.learning_rate,
+            })),
+        };
         Self {
-            model: Some(model),
-            // Plain SGD keeps no state between steps, so a resumed run needs none.
-            optim: SgdConfig::new().init(),
-            learning_rate: config.learning_rate,
-            device: device.clone().autodiff(),
+            engine,
+            device: device.clone(),
         }
     }
 
@@ -384,28 +446,57 @@ impl Trainer {
     /// `dropout_seed`; returns the batch's mean loss and how many it
     /// classified correctly (before the update).
     pub fn step(&mut self, data: &Split, indices: &[usize], dropout_seed: u64) -> (f64, usize) {
-        let batch = Batch::new(&data.images, indices, &self.device);
-        let labels: Vec<u8> = indices.iter().map(|&i| data.labels[i]).collect();
-        let model = self.model.take().expect("model is present between steps");
-        let logits = model.forward(&batch, Some(dropout_seed));
-        let loss = cross_entropy(logits.clone(), &labels);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let result = (
-            loss.into_scalar::<f32>() as f64,
-            count_correct(logits, &labels),
-        );
-        self.model = Some(self.optim.step(self.learning_rate, model, grads));
-        result
+        match &mut self.engine {
+            Inner::Host(step) => step.step(data, indices, dropout_seed),
+            Inner::Burn(burn) => {
+                let BurnStep {
+                    model: slot,
+                    optim,
+                    learning_rate,
+                } = &mut **burn;
+                let device = self.device.clone().autodiff();
+                let batch = Batch::new(&data.images, indices, &device);
+                let labels: Vec<u8> = indices.iter().map(|&i| data.labels[i]).collect();
+                let model = slot.take().expect("model is present between steps");
+                let logits = model.forward(&batch, Some(dropout_seed));
+                let loss = cross_entropy(logits.clone(), &labels);
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let result = (
+                    loss.into_scalar::<f32>() as f64,
+                    count_correct(logits, &labels),
+                );
+                *slot = Some(optim.step(*learning_rate, model, grads));
+                result
+            }
+        }
     }
 
-    /// The network as it stands.
-    pub fn model(&self) -> &Cnn {
-        self.model.as_ref().expect("model is present between steps")
+    /// The network as it stands (for a checkpoint).
+    pub fn model(&self) -> Cnn {
+        match &self.engine {
+            Inner::Host(step) => step.model(&self.device),
+            Inner::Burn(burn) => burn
+                .model
+                .as_ref()
+                .expect("model is present between steps")
+                .clone(),
+        }
+    }
+
+    /// Time per phase of the steps taken, where the engine measures it.
+    pub fn phases(&self) -> Option<&Phases> {
+        match &self.engine {
+            Inner::Host(step) => Some(&step.phases),
+            Inner::Burn(_) => None,
+        }
     }
 
     /// The trained network, for inference.
     pub fn into_model(self) -> Cnn {
-        self.model().valid()
+        match self.engine {
+            Inner::Host(step) => step.model(&self.device),
+            Inner::Burn(burn) => burn.model.expect("model is present between steps").valid(),
+        }
     }
 }
 
@@ -472,8 +563,7 @@ mod tests {
     /// layers and stock SGD, one step from the same weights on the same batch
     /// with the same dropout mask.
     #[test]
-    fn one_fast_step_equals_one_step_of_burns_stock_layers_and_sgd() {
-        let device = crate::backend::device();
+    fn one_step_of_either_engine_equals_burns_stock_layers_and_sgd() {
         let n = 32;
         let mut rng = SmallRng::seed_from_u64(9);
         let pixels: Vec<u8> = (0..n * idx::PIXELS).map(|_| rng.random()).collect();
@@ -483,30 +573,42 @@ mod tests {
             labels: labels.clone(),
         };
         let indices: Vec<usize> = (0..n).collect();
-        let config = TrainConfig::DEFAULT;
-        let mut trainer = Trainer::new(&config, &device);
-        let start = trainer.model().clone();
-        let dropout_seed = 17;
-        trainer.step(&data, &indices, dropout_seed);
+        for engine in [Engine::Host, Engine::Burn] {
+            let config = TrainConfig {
+                engine,
+                ..TrainConfig::DEFAULT
+            };
+            check_one_step(&config, &data, &indices, &labels);
+        }
+    }
 
-        let autodiff = device.autodiff();
-        let batch = Batch::new(&data.images, &indices, &autodiff);
+    fn check_one_step(config: &TrainConfig, data: &Split, indices: &[usize], labels: &[u8]) {
+        let device = crate::backend::device();
+        let autodiff = device.clone().autodiff();
+        let n = indices.len();
+        let start = Cnn::new(&autodiff, &mut SmallRng::seed_from_u64(config.seed));
+        let mut trainer = Trainer::resume(start.clone(), config, &device);
+        let dropout_seed = 17;
+        trainer.step(data, indices, dropout_seed);
+
+        let batch = Batch::new(&data.images, indices, &autodiff);
         let mask = reference::dropout_mask(dropout_seed, n, &autodiff);
         let logits = reference::forward(&start, batch.images, Some(mask));
-        let loss = cross_entropy(logits, &labels);
+        let loss = cross_entropy(logits, labels);
         let grads = GradientsParams::from_grads(loss.backward(), &start);
         let mut sgd = SgdConfig::new().init();
         let stock = sgd.step(config.learning_rate, start.clone(), grads);
 
-        let (fast, stock, start) = (params(trainer.model()), params(&stock), params(&start));
+        let (fast, stock, start) = (params(&trainer.model()), params(&stock), params(&start));
+        let engine = config.engine;
         for (i, ((f, s), before)) in fast.iter().zip(&stock).zip(&start).enumerate() {
-            assert!(f != before, "parameter {i} did not move");
+            assert!(f != before, "{engine:?}: parameter {i} did not move");
             let worst = f
                 .iter()
                 .zip(s)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f32::max);
-            assert!(worst < 1e-5, "parameter {i} differs by {worst}");
+            assert!(worst < 1e-5, "{engine:?}: parameter {i} differs by {worst}");
         }
     }
 }

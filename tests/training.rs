@@ -9,7 +9,7 @@ use mnist_cnn::arch::{PARAMETERS, architecture};
 use mnist_cnn::data::{self, Part, Split};
 use mnist_cnn::model::Batch;
 use mnist_cnn::store::ModelPaths;
-use mnist_cnn::train::{self, Checkpoint, Job, Metadata, TrainConfig, TrainError};
+use mnist_cnn::train::{self, Checkpoint, Engine, Job, Metadata, TrainConfig, TrainError};
 use mnist_cnn::{backend, eval, model::Cnn};
 
 fn subset(part: Part, n: usize) -> Split {
@@ -50,11 +50,22 @@ fn weights(model: &Cnn) -> Vec<Vec<f32>> {
 
 #[test]
 fn training_on_a_subset_really_learns() {
+    learns_with(Engine::Host);
+}
+
+/// The stock path (Burn's autodiff and optimiser) that any backend runs.
+#[test]
+fn training_with_burns_own_step_really_learns() {
+    learns_with(Engine::Burn);
+}
+
+fn learns_with(engine: Engine) {
     let device = backend::device();
     let train_set = subset(Part::Train, 4000);
     let held_out = subset(Part::Test, 1000);
-    let (model, metadata) =
-        train::train(&job(&train_set, 2), None, &device, None, &mut ()).unwrap();
+    let mut job = job(&train_set, 2);
+    job.config.engine = engine;
+    let (model, metadata) = train::train(&job, None, &device, None, &mut ()).unwrap();
     let history = &metadata.history;
     assert_eq!(history.len(), 2);
     assert!(history[1].loss < history[0].loss, "{history:?}");
@@ -62,7 +73,7 @@ fn training_on_a_subset_really_learns() {
     // Chance is 10%; 4,000 images for 2 epochs reach about 87% on real MNIST.
     assert!(
         result.accuracy > 0.83,
-        "held-out accuracy {}",
+        "{engine:?}: held-out accuracy {}",
         result.accuracy
     );
 }
@@ -197,15 +208,21 @@ fn a_model_of_another_architecture_is_refused() {
 }
 
 #[test]
-fn every_parameter_is_trained() {
+fn every_parameter_is_trained_by_either_engine() {
     let device = backend::device();
     let train_set = subset(Part::Train, 64);
-    let mut trainer = train::Trainer::new(&TrainConfig::DEFAULT, &device);
-    let before = weights(trainer.model());
-    trainer.step(&train_set, &(0..32).collect::<Vec<_>>(), 1);
-    trainer.step(&train_set, &(32..64).collect::<Vec<_>>(), 2);
-    let after = weights(trainer.model());
-    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
-        assert!(b != a, "parameter {i} did not change");
+    for engine in [Engine::Host, Engine::Burn] {
+        let config = TrainConfig {
+            engine,
+            ..TrainConfig::DEFAULT
+        };
+        let mut trainer = train::Trainer::new(&config, &device);
+        let before = weights(&trainer.model());
+        trainer.step(&train_set, &(0..32).collect::<Vec<_>>(), 1);
+        trainer.step(&train_set, &(32..64).collect::<Vec<_>>(), 2);
+        let after = weights(&trainer.model());
+        for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+            assert!(b != a, "{engine:?}: parameter {i} did not change");
+        }
     }
 }

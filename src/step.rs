@@ -1,0 +1,325 @@
+//! The SGD training step computed on the host: forward pass, loss, backward
+//! pass and the parameter update of one batch, written out over buffers that
+//! live from step to step. This is where the weights change when training
+//! runs on a CPU backend; Burn's autodiff and `Optimizer`
+//! ([`crate::train::Engine::Burn`]) compute the same step, and the tests hold
+//! the two together.
+//!
+//! Why not Burn's own step: its autodiff graph allocates every activation and
+//! gradient afresh (zero-filled, then copied into an aligned buffer), its SGD
+//! makes two 10 MB temporaries, and the hidden layer's 10 MB of weights are
+//! read for the forward pass, read for the input gradient, written as a
+//! gradient, then read twice and written again by the optimiser. Here the
+//! weight gradient is never materialised: the update `W -= lr·xᵀg` is one
+//! matrix product that reads and writes `W` in place, after the input
+//! gradient has been taken from the old `W`. The output layer, softmax and
+//! cross-entropy are a few hundred operations done in one loop. The fused
+//! first block ([`crate::block`]) runs as it does under Burn.
+
+use std::time::{Duration, Instant};
+
+use burn::tensor::Device;
+use serde::Serialize;
+
+use crate::arch::{DROPOUT, FEATURES, FILTERS, HIDDEN, KERNEL};
+use crate::block::{self, Input, Kernel};
+use crate::data::Split;
+use crate::idx::{CLASSES, SIDE};
+use crate::matmul::{Matrix, product, product_split_k};
+use crate::model::Cnn;
+
+/// Time spent in each phase of the steps taken, for `bench`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Phases {
+    /// The fused conv, bias, ReLU, max-pool and dropout.
+    pub block_forward: Duration,
+    /// `relu(x·W + b)` of the hidden layer.
+    pub dense_forward: Duration,
+    /// The output layer, softmax, cross-entropy and their gradients, and the
+    /// output layer's update.
+    pub output_and_loss: Duration,
+    /// The hidden layer's input gradient and its weight update (fused).
+    pub dense_backward_and_update: Duration,
+    /// The first block's gradients and its update.
+    pub block_backward_and_update: Duration,
+}
+
+impl Phases {
+    /// The time spent since `earlier` was taken.
+    pub fn since(&self, earlier: &Phases) -> Phases {
+        Phases {
+            block_forward: self.block_forward - earlier.block_forward,
+            dense_forward: self.dense_forward - earlier.dense_forward,
+            output_and_loss: self.output_and_loss - earlier.output_and_loss,
+            dense_backward_and_update: self.dense_backward_and_update
+                - earlier.dense_backward_and_update,
+            block_backward_and_update: self.block_backward_and_update
+                - earlier.block_backward_and_update,
+        }
+    }
+
+    fn total(&self) -> Duration {
+        self.block_forward
+            + self.dense_forward
+            + self.output_and_loss
+            + self.dense_backward_and_update
+            + self.block_backward_and_update
+    }
+
+    /// Each phase's share of the step, named, in step order.
+    pub fn shares(&self) -> Vec<(&'static str, f64)> {
+        let total = self.total().as_secs_f64().max(1e-12);
+        [
+            ("block forward", self.block_forward),
+            ("dense forward", self.dense_forward),
+            ("output layer + loss + its update", self.output_and_loss),
+            ("dense backward + update", self.dense_backward_and_update),
+            ("block backward + update", self.block_backward_and_update),
+        ]
+        .into_iter()
+        .map(|(name, d)| (name, d.as_secs_f64() / total))
+        .collect()
+    }
+}
+
+/// The network's parameters on the host, with the buffers a step needs.
+pub struct HostStep {
+    kernel: Kernel,
+    conv_bias: [f32; FILTERS],
+    /// `[FEATURES, HIDDEN]`, row-major (Burn's `Linear` layout).
+    w1: Vec<f32>,
+    b1: Vec<f32>,
+    /// `[HIDDEN, CLASSES]`.
+    w2: Vec<f32>,
+    b2: Vec<f32>,
+    learning_rate: f32,
+    images: Vec<f32>,
+    features: Vec<f32>,
+    codes: Vec<u8>,
+    hidden: Vec<f32>,
+    grad_hidden: Vec<f32>,
+    grad_features: Vec<f32>,
+    /// Time per phase, summed over the steps taken.
+    pub phases: Phases,
+}
+
+impl HostStep {
+    /// Takes `model`'s parameters to train them with plain SGD.
+    pub fn new(model: &Cnn, learning_rate: f64) -> Self {
+        let [conv_w, conv_b, w1, b1, w2, b2] =
+            <[_; 6]>::try_from(model.parameters()).expect("six parameters");
+        Self {
+            kernel: block::kernel_from_burn(&conv_w.1),
+            conv_bias: conv_b.1.try_into().expect("one conv bias per filter"),
+            w1: w1.1,
+            b1: b1.1,
+            w2: w2.1,
+            b2: b2.1,
+            learning_rate: learning_rate as f32,
+            images: Vec::new(),
+            features: Vec::new(),
+            codes: Vec::new(),
+            hidden: Vec::new(),
+            grad_hidden: Vec::new(),
+            grad_features: Vec::new(),
+            phases: Phases::default(),
+        }
+    }
+
+    /// The parameters as they stand, as a Burn module on `device`.
+    pub fn model(&self, device: &Device) -> Cnn {
+        Cnn::from_parameters(
+            vec![
+                (
+                    vec![FILTERS, 1, KERNEL, KERNEL],
+                    block::kernel_to_burn(&self.kernel),
+                ),
+                (vec![FILTERS], self.conv_bias.to_vec()),
+                (vec![FEATURES, HIDDEN], self.w1.clone()),
+                (vec![HIDDEN], self.b1.clone()),
+                (vec![HIDDEN, CLASSES], self.w2.clone()),
+                (vec![CLASSES], self.b2.clone()),
+            ],
+            device,
+        )
+    }
+
+    /// One SGD step on the examples at `indices`, with the dropout mask of
+    /// `dropout_seed`; returns the batch's mean loss and how many it
+    /// classified correctly (before the update).
+    pub fn step(&mut self, data: &Split, indices: &[usize], dropout_seed: u64) -> (f64, usize) {
+        let n = indices.len();
+        let lr = self.learning_rate;
+        let mut clock = Instant::now();
+        let mut lap = |phase: &mut Duration| {
+            let now = Instant::now();
+            *phase += now - clock;
+            clock = now;
+        };
+
+        // Block forward.
+        let mut images = std::mem::take(&mut self.images);
+        images.clear();
+        images.extend(
+            indices
+                .iter()
+                .flat_map(|&i| data.images.image(i).iter().map(|&p| p as f32 / 255.0)),
+        );
+        let input = Input {
+            images,
+            n,
+            h: SIDE,
+            w: SIDE,
+            weight: self.kernel,
+            bias: self.conv_bias,
+        };
+        self.features.resize(n * FEATURES, 0.0);
+        self.codes.resize(n * FEATURES, 0);
+        block::forward_into(
+            &input,
+            Some((DROPOUT, dropout_seed)),
+            &mut self.features,
+            &mut self.codes,
+        );
+        lap(&mut self.phases.block_forward);
+
+        // Dense forward: hidden = relu(features·W1 + b1).
+        self.hidden.resize(n * HIDDEN, 0.0);
+        product_split_k(
+            &mut self.hidden,
+            n,
+            FEATURES,
+            HIDDEN,
+            &self.features,
+            &self.w1,
+        );
+        for row in self.hidden.chunks_exact_mut(HIDDEN) {
+            for (v, &b) in row.iter_mut().zip(&self.b1) {
+                *v = (*v + b).max(0.0);
+            }
+        }
+        lap(&mut self.phases.dense_forward);
+
+        // Output layer, softmax, cross-entropy; the gradient of the mean loss
+        // with respect to the logits is (softmax - one_hot) / n.
+        let (loss, correct, grad_logits) = self.output_and_loss(data, indices);
+        // The hidden layer's gradient through the old W2, then W2's update.
+        self.grad_hidden.clear();
+        self.grad_hidden.resize(n * HIDDEN, 0.0);
+        for (g_row, d_row) in self
+            .grad_hidden
+            .chunks_exact_mut(HIDDEN)
+            .zip(grad_logits.chunks_exact(CLASSES))
+        {
+            for (g, w_row) in g_row.iter_mut().zip(self.w2.chunks_exact(CLASSES)) {
+                *g = w_row.iter().zip(d_row).map(|(w, d)| w * d).sum();
+            }
+        }
+        for (j, w_row) in self.w2.chunks_exact_mut(CLASSES).enumerate() {
+            for (k, w) in w_row.iter_mut().enumerate() {
+                let grad: f32 = (0..n)
+                    .map(|b| self.hidden[b * HIDDEN + j] * grad_logits[b * CLASSES + k])
+                    .sum();
+                *w -= lr * grad;
+            }
+        }
+        for (k, b) in self.b2.iter_mut().enumerate() {
+            let grad: f32 = (0..n).map(|row| grad_logits[row * CLASSES + k]).sum();
+            *b -= lr * grad;
+        }
+        lap(&mut self.phases.output_and_loss);
+
+        // Dense backward: ReLU's gradient, b1's, the input gradient from the
+        // old W1, then W1 -= lr·featuresᵀ·g in place.
+        let mut grad_b1 = vec![0.0f32; HIDDEN];
+        for (g_row, h_row) in self
+            .grad_hidden
+            .chunks_exact_mut(HIDDEN)
+            .zip(self.hidden.chunks_exact(HIDDEN))
+        {
+            for ((g, &h), total) in g_row.iter_mut().zip(h_row).zip(&mut grad_b1) {
+                if h <= 0.0 {
+                    *g = 0.0;
+                }
+                *total += *g;
+            }
+        }
+        self.grad_features.resize(n * FEATURES, 0.0);
+        product(
+            &mut self.grad_features,
+            n,
+            HIDDEN,
+            FEATURES,
+            Matrix::row_major(&self.grad_hidden, HIDDEN),
+            Matrix::transposed(&self.w1, HIDDEN),
+            None,
+        );
+        product(
+            &mut self.w1,
+            FEATURES,
+            n,
+            HIDDEN,
+            Matrix::transposed(&self.features, FEATURES),
+            Matrix::row_major(&self.grad_hidden, HIDDEN),
+            Some(-lr),
+        );
+        for (b, g) in self.b1.iter_mut().zip(&grad_b1) {
+            *b -= lr * g;
+        }
+        lap(&mut self.phases.dense_backward_and_update);
+
+        // Block backward and its update.
+        let scale = (1.0 / (1.0 - DROPOUT)) as f32;
+        let (grad_kernel, grad_bias) =
+            block::backward_host(&input, &self.codes, scale, &self.grad_features);
+        for (taps, grads) in self.kernel.iter_mut().zip(&grad_kernel) {
+            for (w, g) in taps.iter_mut().zip(grads) {
+                *w -= lr * g;
+            }
+        }
+        for (b, g) in self.conv_bias.iter_mut().zip(&grad_bias) {
+            *b -= lr * g;
+        }
+        self.images = input.images;
+        lap(&mut self.phases.block_backward_and_update);
+        (loss, correct)
+    }
+
+    /// Logits from the hidden activations, then the batch's mean loss, the
+    /// number classified correctly and the gradient of the loss with respect
+    /// to the logits, `[n, CLASSES]`.
+    fn output_and_loss(&self, data: &Split, indices: &[usize]) -> (f64, usize, Vec<f32>) {
+        let n = indices.len();
+        let mut grad = vec![0.0f32; n * CLASSES];
+        let (mut loss, mut correct) = (0.0f64, 0usize);
+        for ((h_row, g_row), &i) in self
+            .hidden
+            .chunks_exact(HIDDEN)
+            .zip(grad.chunks_exact_mut(CLASSES))
+            .zip(indices)
+        {
+            let mut logits = self.b2.clone();
+            for (&h, w_row) in h_row.iter().zip(self.w2.chunks_exact(CLASSES)) {
+                for (l, &w) in logits.iter_mut().zip(w_row) {
+                    *l += h * w;
+                }
+            }
+            let label = data.labels[i] as usize;
+            let (best, max) =
+                logits
+                    .iter()
+                    .enumerate()
+                    .fold((0, f32::NEG_INFINITY), |(bi, bm), (i, &v)| {
+                        if v > bm { (i, v) } else { (bi, bm) }
+                    });
+            correct += usize::from(best == label);
+            let sum: f32 = logits.iter().map(|&l| (l - max).exp()).sum();
+            loss -= (logits[label] - max - sum.ln()) as f64;
+            for (k, (g, &l)) in g_row.iter_mut().zip(&logits).enumerate() {
+                let p = (l - max).exp() / sum;
+                *g = (p - f32::from(k == label)) / n as f32;
+            }
+        }
+        (loss / n as f64, correct, grad)
+    }
+}
