@@ -63,7 +63,7 @@ pub trait ConvBlockOps: Backend {
     ) -> FloatTensor<Self> {
         let device = images.device();
         let input = Input::read::<Self>(images, weight, bias);
-        let (out, _) = forward(&input, dropout);
+        let out = untracked(&input, dropout);
         Self::float_from_data(TensorData::new(out, input.output_shape()), &device)
     }
 }
@@ -98,20 +98,47 @@ pub fn conv_block(
 /// (so `p` is rounded to a multiple of 1/256; 0.25 is exact): drawing one
 /// number per value made the generator a tenth of a training step.
 pub fn dropout_keep(p: f64, seed: u64, image: usize, out: &mut [f32]) {
-    let keep = (1.0 / (1.0 - p)) as f32;
-    let threshold = (p * 256.0).round() as u64;
-    let mut rng =
-        SmallRng::seed_from_u64(seed ^ (image as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    for chunk in out.chunks_mut(8) {
-        let bits: u64 = rng.random();
-        for (lane, value) in chunk.iter_mut().enumerate() {
-            // Arithmetic rather than a branch: the outcome is random, so a
-            // branch would be mispredicted a quarter of the time.
-            let kept = ((bits >> (8 * lane)) & 0xff >= threshold) as u32;
-            *value = kept as f32 * keep;
+    let mut dropout = Dropout::new(p, seed, image);
+    for chunk in out.chunks_mut(FILTERS) {
+        let mut keep = [0.0; FILTERS];
+        dropout.next(&mut keep);
+        chunk.copy_from_slice(&keep[..chunk.len()]);
+    }
+}
+
+/// The generator behind [`dropout_keep`], drawn as the outputs are produced
+/// so that no mask is ever stored.
+struct Dropout {
+    rng: SmallRng,
+    threshold: u64,
+    scale: f32,
+}
+
+impl Dropout {
+    fn new(p: f64, seed: u64, image: usize) -> Self {
+        Self {
+            rng: SmallRng::seed_from_u64(seed ^ (image as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            threshold: (p * 256.0).round() as u64,
+            scale: (1.0 / (1.0 - p)) as f32,
+        }
+    }
+
+    /// The multipliers of the next [`FILTERS`] outputs.
+    #[inline(always)]
+    fn next(&mut self, keep: &mut [f32; FILTERS]) {
+        for chunk in keep.chunks_exact_mut(8) {
+            let bits: u64 = self.rng.random();
+            for (lane, value) in chunk.iter_mut().enumerate() {
+                // Arithmetic rather than a branch: the outcome is random, so a
+                // branch would be mispredicted a quarter of the time.
+                let kept = ((bits >> (8 * lane)) & 0xff >= self.threshold) as u32;
+                *value = kept as f32 * self.scale;
+            }
         }
     }
 }
+
+const _: () = assert!(FILTERS.is_multiple_of(8), "eight dropout decisions per draw");
 
 /// The kernel as the host code keeps it, `[tap][filter]`: transposed from
 /// Burn's `[filter, 1, kh, kw]` so that the filters are the contiguous,
@@ -190,23 +217,20 @@ impl Input {
         self.w - KERNEL + 1
     }
 
-    /// The convolution of image `b` at every valid position, channels-last.
+    /// Row `y` of the convolution of image `b`, channels-last, into `row`.
     #[inline(always)]
-    fn convolve(&self, b: usize, conv: &mut Vec<[f32; FILTERS]>) {
-        let (ch, cw) = (self.h - KERNEL + 1, self.conv_width());
+    fn convolve_row(&self, b: usize, y: usize, row: &mut [[f32; FILTERS]]) {
         let image = self.image(b);
-        conv.clear();
-        for y in 0..ch {
-            for x in 0..cw {
-                let mut acc = [0.0f32; FILTERS];
-                for (t, taps) in self.weight.iter().enumerate() {
-                    let p = image[(y + t / KERNEL) * self.w + x + t % KERNEL];
-                    for (a, &k) in acc.iter_mut().zip(taps) {
-                        *a += k * p;
-                    }
+        for (x, slot) in row.iter_mut().enumerate() {
+            // A local accumulator stays in registers.
+            let mut acc = [0.0f32; FILTERS];
+            for (t, taps) in self.weight.iter().enumerate() {
+                let p = image[(y + t / KERNEL) * self.w + x + t % KERNEL];
+                for (a, &k) in acc.iter_mut().zip(taps) {
+                    *a += k * p;
                 }
-                conv.push(acc);
             }
+            *slot = acc;
         }
     }
 }
@@ -234,6 +258,18 @@ fn forward(input: &Input, dropout: Option<(f64, u64)>) -> (Vec<f32>, Vec<u8>) {
     (out, codes)
 }
 
+/// The outputs alone, when no backward pass will follow.
+fn untracked(input: &Input, dropout: Option<(f64, u64)>) -> Vec<f32> {
+    match dropout {
+        None => {
+            let mut out = vec![0.0f32; input.output_shape().iter().product()];
+            infer_into(input, &mut out);
+            out
+        }
+        Some(_) => forward(input, dropout).0,
+    }
+}
+
 /// [`forward`] into buffers the caller keeps (the host training step
 /// reuses them from step to step): `out` and `codes` hold one value per
 /// output, every one of which is written.
@@ -245,20 +281,41 @@ pub fn forward_into(input: &Input, dropout: Option<(f64, u64)>, out: &mut [f32],
         .zip(codes.par_chunks_mut(per_image))
         .enumerate()
         .for_each_init(
-            || (Vec::new(), vec![1.0f32; per_image]),
-            |(conv, keep), (b, (out, codes))| {
-                if let Some((p, seed)) = dropout {
-                    dropout_keep(p, seed, b, keep);
-                }
-                forward_image(input, b, conv, keep, out, codes);
+            || conv_rows(input),
+            |rows, (b, (out, codes))| {
+                let dropout = dropout.map(|(p, seed)| Dropout::new(p, seed, b));
+                forward_image(input, b, rows, dropout, out, Some(codes));
             },
         );
 }
 
-/// One image of [`forward`]. The loops run over the 32 filters, contiguous in
-/// memory, with branch-free selects: compiled for AVX-512 and AVX2 as well as
-/// the baseline, and picked at run time, so that they are vectorised wide.
-/// Ties in the max go to the earliest window position.
+/// The forward pass for inference: no dropout, and no codes, which only
+/// the backward pass reads.
+pub fn infer_into(input: &Input, out: &mut [f32]) {
+    let [n, oh, ow, _] = input.output_shape();
+    let per_image = oh * ow * FILTERS;
+    assert_eq!(out.len(), n * per_image);
+    out.par_chunks_mut(per_image).enumerate().for_each_init(
+        || conv_rows(input),
+        |rows, (b, out)| forward_image(input, b, rows, None, out, None),
+    );
+}
+
+/// Two rows of convolution outputs: all the max-pool ever needs at once, so
+/// that they stay in the L1 cache.
+type ConvRows = [Vec<[f32; FILTERS]>; 2];
+
+fn conv_rows(input: &Input) -> ConvRows {
+    let row = vec![[0.0; FILTERS]; input.conv_width()];
+    [row.clone(), row]
+}
+
+/// One image of [`forward_into`] or [`infer_into`]: the convolution a row
+/// at a time, each output row pooled from the two conv rows under it. The
+/// loops run over the 32 filters, contiguous in memory, with branch-free
+/// selects: compiled for AVX-512 and AVX2 as well as the baseline, and
+/// picked at run time, so that they are vectorised wide. Ties in the max go
+/// to the earliest window position.
 #[cfg_attr(
     feature = "avx512",
     multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))
@@ -267,38 +324,46 @@ pub fn forward_into(input: &Input, dropout: Option<(f64, u64)>, out: &mut [f32],
 fn forward_image(
     input: &Input,
     b: usize,
-    conv: &mut Vec<[f32; FILTERS]>,
-    keep: &[f32],
+    rows: &mut ConvRows,
+    mut dropout: Option<Dropout>,
     out: &mut [f32],
-    codes: &mut [u8],
+    mut codes: Option<&mut [u8]>,
 ) {
-    input.convolve(b, conv);
     let ow = input.w - SHRINK;
-    let cw = input.conv_width();
-    let outputs = out
-        .chunks_exact_mut(FILTERS)
-        .zip(codes.chunks_exact_mut(FILTERS))
-        .zip(keep.chunks_exact(FILTERS));
-    for (pixel, ((out, codes), keep)) in outputs.enumerate() {
-        let at = pixel / ow * cw + pixel % ow;
-        let (w0, w1, w2, w3) = (&conv[at], &conv[at + 1], &conv[at + cw], &conv[at + cw + 1]);
-        for f in 0..FILTERS {
-            let (a, b, c, d) = (w0[f], w1[f], w2[f], w3[f]);
-            let best = a.max(b).max(c.max(d));
-            let code = if best == a {
-                0
-            } else if best == b {
-                1
-            } else if best == c {
-                2
-            } else {
-                3
-            };
-            let v = best + input.bias[f];
-            let live = v > 0.0 && keep[f] != 0.0;
-            out[f] = if live { v * keep[f] } else { 0.0 };
-            codes[f] = if live { code } else { DEAD };
+    let [top, bottom] = rows;
+    input.convolve_row(b, 0, top);
+    let mut keep = [1.0f32; FILTERS];
+    for (y, out_row) in out.chunks_exact_mut(ow * FILTERS).enumerate() {
+        input.convolve_row(b, y + 1, bottom);
+        for (x, out) in out_row.chunks_exact_mut(FILTERS).enumerate() {
+            if let Some(dropout) = &mut dropout {
+                dropout.next(&mut keep);
+            }
+            let (w0, w1, w2, w3) = (&top[x], &top[x + 1], &bottom[x], &bottom[x + 1]);
+            let mut code = [DEAD; FILTERS];
+            for f in 0..FILTERS {
+                let (a, b, c, d) = (w0[f], w1[f], w2[f], w3[f]);
+                let best = a.max(b).max(c.max(d));
+                let won = if best == a {
+                    0
+                } else if best == b {
+                    1
+                } else if best == c {
+                    2
+                } else {
+                    3
+                };
+                let v = best + input.bias[f];
+                let live = v > 0.0 && keep[f] != 0.0;
+                out[f] = if live { v * keep[f] } else { 0.0 };
+                code[f] = if live { won } else { DEAD };
+            }
+            if let Some(codes) = codes.as_deref_mut() {
+                let at = (y * ow + x) * FILTERS;
+                codes[at..at + FILTERS].copy_from_slice(&code);
+            }
         }
+        std::mem::swap(top, bottom);
     }
 }
 
@@ -441,11 +506,11 @@ impl<B: Backend, C: CheckpointStrategy> ConvBlockOps for Autodiff<B, C> {
             weight.into_primitive(),
             bias.into_primitive(),
         );
-        let (out, codes) = forward(&input, dropout);
         let shape = input.output_shape();
-        let out = B::float_from_data(TensorData::new(out, shape), &device);
         match prep {
             OpsKind::Tracked(prep) => {
+                let (out, codes) = forward(&input, dropout);
+                let out = B::float_from_data(TensorData::new(out, shape), &device);
                 let scale = dropout.map_or(1.0, |(p, _)| (1.0 / (1.0 - p)) as f32);
                 let saved = Saved {
                     input: Arc::new(input),
@@ -454,7 +519,10 @@ impl<B: Backend, C: CheckpointStrategy> ConvBlockOps for Autodiff<B, C> {
                 };
                 prep.finish(saved, out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(out),
+            OpsKind::UnTracked(prep) => {
+                let out = untracked(&input, dropout);
+                prep.finish(B::float_from_data(TensorData::new(out, shape), &device))
+            }
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::arch::{DROPOUT, FEATURES, FILTERS, HIDDEN, KERNEL};
 use crate::block::{self, Input, Kernel};
 use crate::data::Split;
 use crate::idx::{CLASSES, SIDE};
-use crate::matmul::{Matrix, product, product_split_k};
+use crate::matmul::{backward_and_update, product_split_k};
 use crate::model::Cnn;
 
 /// Time spent in each phase of the steps taken, for `bench`.
@@ -245,23 +245,15 @@ impl HostStep {
             }
         }
         self.grad_features.resize(n * FEATURES, 0.0);
-        product(
+        backward_and_update(
+            &mut self.w1,
+            &self.features,
+            &self.grad_hidden,
             &mut self.grad_features,
             n,
-            HIDDEN,
             FEATURES,
-            Matrix::row_major(&self.grad_hidden, HIDDEN),
-            Matrix::transposed(&self.w1, HIDDEN),
-            None,
-        );
-        product(
-            &mut self.w1,
-            FEATURES,
-            n,
             HIDDEN,
-            Matrix::transposed(&self.features, FEATURES),
-            Matrix::row_major(&self.grad_hidden, HIDDEN),
-            Some(-lr),
+            lr,
         );
         for (b, g) in self.b1.iter_mut().zip(&grad_b1) {
             *b -= lr * g;
