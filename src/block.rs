@@ -138,7 +138,10 @@ impl Dropout {
     }
 }
 
-const _: () = assert!(FILTERS.is_multiple_of(8), "eight dropout decisions per draw");
+const _: () = assert!(
+    FILTERS.is_multiple_of(8),
+    "eight dropout decisions per draw"
+);
 
 /// The kernel as the host code keeps it, `[tap][filter]`: transposed from
 /// Burn's `[filter, 1, kh, kw]` so that the filters are the contiguous,

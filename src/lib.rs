@@ -5,7 +5,8 @@
 //! - [`idx`]: the IDX file format.
 //! - [`arch`]: the network's shapes and counts.
 //! - [`block`], [`dense`]: its two fused ops; [`model`]: the network and its loss.
-//! - [`matmul`]: host matrix products; [`step`]: the training step on the host.
+//! - [`matmul`]: host matrix products; [`host`]: the network computed on the
+//!   host, its training step and its inference.
 //! - [`store`]: atomic files, hashes, and the model store.
 //! - [`data`]: the MNIST files and the data folder; [`download`]: mirrors
 //!   and verification.
@@ -24,11 +25,11 @@ pub mod dense;
 pub mod download;
 pub mod eval;
 pub mod export;
+pub mod host;
 pub mod idx;
 pub mod matmul;
 pub mod misclassified;
 pub mod model;
-pub mod step;
 pub mod store;
 pub mod train;
 

@@ -21,8 +21,8 @@ use thiserror::Error;
 
 use crate::arch::{PARAMETERS, architecture};
 use crate::data::Split;
+use crate::host::{HostNet, Phases};
 use crate::model::{Batch, Cnn, cross_entropy};
-use crate::step::{HostStep, Phases};
 use crate::store::{ModelPaths, StoreError};
 
 /// Memory one image of a training batch takes (activations, their
@@ -366,7 +366,7 @@ fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
-    /// [`crate::step`]: the whole step on the host, the update folded into
+    /// [`crate::host`]: the whole step on the host, the update folded into
     /// the backward pass. For the CPU backends; the fast one.
     #[default]
     Host,
@@ -403,7 +403,7 @@ pub struct Trainer {
 }
 
 enum Inner {
-    Host(Box<HostStep>),
+    Host(Box<HostNet>),
     Burn(Box<BurnStep>),
 }
 
@@ -428,7 +428,7 @@ impl Trainer {
     /// Continues training `model` (loaded for `device`'s autodiff twin).
     pub fn resume(model: Cnn, config: &TrainConfig, device: &Device) -> Self {
         let engine = match config.engine {
-            Engine::Host => Inner::Host(Box::new(HostStep::new(&model, config.learning_rate))),
+            Engine::Host => Inner::Host(Box::new(HostNet::new(&model, config.learning_rate))),
             Engine::Burn => Inner::Burn(Box::new(BurnStep {
                 model: Some(model),
                 // Plain SGD keeps no state between steps, so a resumed run needs none.

@@ -1,7 +1,7 @@
-//! The SGD training step computed on the host: forward pass, loss, backward
-//! pass and the parameter update of one batch, written out over buffers that
-//! live from step to step. This is where the weights change when training
-//! runs on a CPU backend; Burn's autodiff and `Optimizer`
+//! The network computed on the host, over buffers that live from batch to
+//! batch: the SGD training step (forward pass, loss, backward pass and the
+//! parameter update of one batch) and inference. This is where the weights
+//! change when training runs on a CPU backend, and what `eval` runs; Burn's autodiff and `Optimizer`
 //! ([`crate::train::Engine::Burn`]) compute the same step, and the tests hold
 //! the two together.
 //!
@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::arch::{DROPOUT, FEATURES, FILTERS, HIDDEN, KERNEL};
 use crate::block::{self, Input, Kernel};
 use crate::data::Split;
-use crate::idx::{CLASSES, SIDE};
+use crate::idx::{CLASSES, Images, SIDE};
 use crate::matmul::{backward_and_update, product_split_k};
 use crate::model::Cnn;
 
@@ -83,7 +83,7 @@ impl Phases {
 }
 
 /// The network's parameters on the host, with the buffers a step needs.
-pub struct HostStep {
+pub struct HostNet {
     kernel: Kernel,
     conv_bias: [f32; FILTERS],
     /// `[FEATURES, HIDDEN]`, row-major (Burn's `Linear` layout).
@@ -103,7 +103,7 @@ pub struct HostStep {
     pub phases: Phases,
 }
 
-impl HostStep {
+impl HostNet {
     /// Takes `model`'s parameters to train them with plain SGD.
     pub fn new(model: &Cnn, learning_rate: f64) -> Self {
         let [conv_w, conv_b, w1, b1, w2, b2] =
@@ -158,21 +158,7 @@ impl HostStep {
         };
 
         // Block forward.
-        let mut images = std::mem::take(&mut self.images);
-        images.clear();
-        images.extend(
-            indices
-                .iter()
-                .flat_map(|&i| data.images.image(i).iter().map(|&p| p as f32 / 255.0)),
-        );
-        let input = Input {
-            images,
-            n,
-            h: SIDE,
-            w: SIDE,
-            weight: self.kernel,
-            bias: self.conv_bias,
-        };
+        let input = self.input(&data.images, indices);
         self.features.resize(n * FEATURES, 0.0);
         self.codes.resize(n * FEATURES, 0);
         block::forward_into(
@@ -183,21 +169,7 @@ impl HostStep {
         );
         lap(&mut self.phases.block_forward);
 
-        // Dense forward: hidden = relu(features·W1 + b1).
-        self.hidden.resize(n * HIDDEN, 0.0);
-        product_split_k(
-            &mut self.hidden,
-            n,
-            FEATURES,
-            HIDDEN,
-            &self.features,
-            &self.w1,
-        );
-        for row in self.hidden.chunks_exact_mut(HIDDEN) {
-            for (v, &b) in row.iter_mut().zip(&self.b1) {
-                *v = (*v + b).max(0.0);
-            }
-        }
+        self.dense_forward(n);
         lap(&mut self.phases.dense_forward);
 
         // Output layer, softmax, cross-entropy; the gradient of the mean loss
@@ -277,6 +249,69 @@ impl HostStep {
         (loss, correct)
     }
 
+    /// Logits `[n, CLASSES]` for the images at `indices`, without dropout.
+    pub fn logits(&mut self, images: &Images, indices: &[usize]) -> Vec<f32> {
+        let n = indices.len();
+        let input = self.input(images, indices);
+        self.features.resize(n * FEATURES, 0.0);
+        block::infer_into(&input, &mut self.features);
+        self.images = input.images;
+        self.dense_forward(n);
+        self.hidden
+            .chunks_exact(HIDDEN)
+            .flat_map(|h_row| self.logits_row(h_row))
+            .collect()
+    }
+
+    /// The images at `indices` scaled to [0, 1], as the first block's input
+    /// (its pixel buffer is handed back to `self.images` after use).
+    fn input(&mut self, images: &Images, indices: &[usize]) -> Input {
+        let mut pixels = std::mem::take(&mut self.images);
+        pixels.clear();
+        pixels.extend(
+            indices
+                .iter()
+                .flat_map(|&i| images.image(i).iter().map(|&p| p as f32 / 255.0)),
+        );
+        Input {
+            images: pixels,
+            n: indices.len(),
+            h: SIDE,
+            w: SIDE,
+            weight: self.kernel,
+            bias: self.conv_bias,
+        }
+    }
+
+    /// `hidden = relu(features·W1 + b1)` for the first `n` rows of features.
+    fn dense_forward(&mut self, n: usize) {
+        self.hidden.resize(n * HIDDEN, 0.0);
+        product_split_k(
+            &mut self.hidden,
+            n,
+            FEATURES,
+            HIDDEN,
+            &self.features,
+            &self.w1,
+        );
+        for row in self.hidden.chunks_exact_mut(HIDDEN) {
+            for (v, &b) in row.iter_mut().zip(&self.b1) {
+                *v = (*v + b).max(0.0);
+            }
+        }
+    }
+
+    /// The output layer for one row of hidden activations.
+    fn logits_row(&self, hidden: &[f32]) -> [f32; CLASSES] {
+        let mut logits: [f32; CLASSES] = self.b2.clone().try_into().expect("ten biases");
+        for (&h, w_row) in hidden.iter().zip(self.w2.chunks_exact(CLASSES)) {
+            for (l, &w) in logits.iter_mut().zip(w_row) {
+                *l += h * w;
+            }
+        }
+        logits
+    }
+
     /// Logits from the hidden activations, then the batch's mean loss, the
     /// number classified correctly and the gradient of the loss with respect
     /// to the logits, `[n, CLASSES]`.
@@ -290,12 +325,7 @@ impl HostStep {
             .zip(grad.chunks_exact_mut(CLASSES))
             .zip(indices)
         {
-            let mut logits = self.b2.clone();
-            for (&h, w_row) in h_row.iter().zip(self.w2.chunks_exact(CLASSES)) {
-                for (l, &w) in logits.iter_mut().zip(w_row) {
-                    *l += h * w;
-                }
-            }
+            let logits = self.logits_row(h_row);
             let label = data.labels[i] as usize;
             let (best, max) =
                 logits
