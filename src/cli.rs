@@ -14,7 +14,9 @@ use mnist_cnn::bench;
 use mnist_cnn::data::{self, DataError, Part, Split};
 use mnist_cnn::download::{DownloadError, Downloader, MIRROR_ENV, Mirror, Outcome};
 use mnist_cnn::eval::{self, Evaluation};
+use mnist_cnn::idx::{CLASSES, SIDE};
 use mnist_cnn::misclassified;
+use mnist_cnn::picture;
 use mnist_cnn::store::{ModelPaths, StoreError};
 use mnist_cnn::train::{self, Checkpoint, Job, Metadata, TestResult, TrainConfig, TrainError};
 
@@ -36,6 +38,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a trained model on the 10,000 test images.
     Eval(EvalArgs),
+    /// Look at one image of the data set: drawn, its label, one-hot vector and pixel values.
+    Show(ShowArgs),
     /// List (and draw) test images the model gets wrong.
     Misclassified(MisclassifiedArgs),
     /// Write the trained weights as safetensors, in the tutorial's Keras layout.
@@ -46,6 +50,9 @@ pub enum Command {
 
 /// Largest evaluation batch: the whole test set.
 const MAX_EVAL_BATCH: usize = 10_000;
+
+/// Largest enlargement of a PNG: 28 × 64 = 1792 pixels a side.
+const MAX_SCALE: usize = 64;
 
 /// A parser for a whole number from `min` to `max`, whose error names the range.
 fn in_range(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
@@ -154,6 +161,31 @@ pub struct EvalArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Which image, counted from 0: the tutorial looks at training image 53238.
+    #[arg(value_name = "INDEX")]
+    pub index: usize,
+    /// Take it from the 10,000 test images instead of the 60,000 training images.
+    #[arg(long)]
+    pub test: bool,
+    /// Also print its 28×28 pixel values (0-255) as a table.
+    #[arg(long)]
+    pub values: bool,
+    /// Also write it as a PNG file (light digit on black, as MNIST stores it).
+    #[arg(long, value_name = "FILE")]
+    pub png: Option<PathBuf>,
+    /// Enlarge the --png file N times (nearest neighbour; 1 keeps 28×28).
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "png",
+          value_parser = in_range(1, MAX_SCALE))]
+    pub scale: usize,
+    /// Print one JSON object {set, index, label, one_hot, pixels} instead.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct MisclassifiedArgs {
     #[command(flatten)]
     pub data: DataArgs,
@@ -175,6 +207,18 @@ pub struct MisclassifiedArgs {
     /// Also write each image as a PNG file into DIR.
     #[arg(long, value_name = "DIR")]
     pub png: Option<PathBuf>,
+    /// Enlarge the --png files N times (nearest neighbour; 1 keeps 28×28).
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "png",
+          value_parser = in_range(1, MAX_SCALE))]
+    pub scale: usize,
+    /// Also write one PNG of the chosen digits side by side, enlarged, with
+    /// "model P" and "true T" under each.
+    #[arg(long, value_name = "FILE")]
+    pub sheet: Option<PathBuf>,
+    /// Quiz yourself: show each chosen digit unlabelled, read your guess from
+    /// stdin, then reveal the model's answer and the truth; ends with both scores.
+    #[arg(long, conflicts_with_all = ["json", "no_render"])]
+    pub quiz: bool,
     /// Print a JSON array of {index, predicted, true, confidence} instead.
     #[arg(long)]
     pub json: bool,
@@ -224,6 +268,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Download(args) => download_cmd(&args),
         Command::Train(args) => train_cmd(&args),
         Command::Eval(args) => eval_cmd(&args),
+        Command::Show(args) => show_cmd(&args),
         Command::Misclassified(args) => misclassified_cmd(&args),
         Command::Export(args) => export_cmd(&args),
         Command::Bench(args) => bench_cmd(&args),
@@ -294,12 +339,7 @@ fn download_cmd(args: &DownloadArgs) -> Result<()> {
         .count();
     let names = ["x_train", "y_train", "x_test", "y_test"];
     for (name, s) in names.iter().zip(&stored) {
-        let dims: Vec<String> = s.shape.iter().map(usize::to_string).collect();
-        let shape = match &dims[..] {
-            [one] => format!("({one},)"),
-            _ => format!("({})", dims.join(", ")),
-        };
-        print(format_args!("{name} shape: {shape}"))?;
+        print(format_args!("{name} shape: {}", shape(&s.shape)))?;
     }
     print(format_args!(
         "{} files in {} ({fetched} fetched, {} already present)",
@@ -518,10 +558,87 @@ fn eval_cmd(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// `(60000, 28, 28)`, as numpy prints a shape.
+fn shape(dims: &[usize]) -> String {
+    match dims {
+        [one] => format!("({one},)"),
+        _ => {
+            let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
+            format!("({})", dims.join(", "))
+        }
+    }
+}
+
+fn show_cmd(args: &ShowArgs) -> Result<()> {
+    let (part, set, x, y) = if args.test {
+        (Part::Test, "test", "x_test", "y_test")
+    } else {
+        (Part::Train, "training", "x_train", "y_train")
+    };
+    let out_of_range = |len: usize| {
+        anyhow!(
+            "there is no {set} image {}: the {len} {set} images are numbered 0 to {}",
+            args.index,
+            len - 1
+        )
+    };
+    if args.index >= part.size() {
+        return Err(out_of_range(part.size()));
+    }
+    if let Some(png) = &args.png {
+        mnist_cnn::store::check_writable(png)?;
+    }
+    let dir = &args.data.data_dir;
+    let data = data::load(dir, part).map_err(|e| data_failed(e, dir))?;
+    if args.index >= data.len() {
+        return Err(out_of_range(data.len()));
+    }
+    let pixels = data.images.image(args.index);
+    let label = data.labels[args.index];
+    let one_hot: Vec<u8> = (0..CLASSES)
+        .map(|c| u8::from(c == label as usize))
+        .collect();
+    if let Some(png) = &args.png {
+        picture::write_png(png, pixels, args.scale)?;
+    }
+    if args.json {
+        let rows: Vec<&[u8]> = pixels.chunks(SIDE).collect();
+        let json = serde_json::json!({
+            "set": if args.test { "test" } else { "train" },
+            "index": args.index,
+            "label": label,
+            "one_hot": one_hot,
+            "pixels": rows,
+        });
+        return Ok(print(json)?);
+    }
+    print(format_args!(
+        "{x} shape: {}, {y} shape: {}",
+        shape(&[data.len(), SIDE, SIDE]),
+        shape(&[data.len()])
+    ))?;
+    print(format_args!("\n{x}[{}]:", args.index))?;
+    print(picture::render(pixels).trim_end_matches('\n'))?;
+    if args.values {
+        print("")?;
+        print(picture::values_table(pixels).trim_end_matches('\n'))?;
+    }
+    let one_hot: Vec<String> = one_hot.iter().map(|v| format!("{v}.")).collect();
+    print(format_args!("\n{y}[{}]: {label}", args.index))?;
+    print(format_args!("one-hot: [{}]", one_hot.join(" ")))?;
+    if let Some(png) = &args.png {
+        print(format_args!("PNG written to {}", png.display()))?;
+    }
+    Ok(())
+}
+
 fn misclassified_cmd(args: &MisclassifiedArgs) -> Result<()> {
     if let Some(dir) = &args.png {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow!("cannot create {}: {e}", dir.display()))?;
+    }
+    if let Some(sheet) = &args.sheet {
+        mnist_cnn::store::check_writable(sheet)?;
     }
     let (evaluation, test) = evaluate_saved(&args.data, &args.model, args.batch_size)?;
     let count = (!args.all).then_some(args.count);
@@ -535,33 +652,116 @@ fn misclassified_cmd(args: &MisclassifiedArgs) -> Result<()> {
     }
     if let Some(dir) = &args.png {
         for (m, path) in mistakes.iter().zip(misclassified::png_paths(dir, mistakes)) {
-            misclassified::write_png(&path, test.images.image(m.index))?;
+            picture::write_png(&path, test.images.image(m.index), args.scale)?;
+        }
+    }
+    if let Some(path) = &args.sheet {
+        if mistakes.is_empty() {
+            note(format!(
+                "no mistakes to show: {} not written",
+                path.display()
+            ));
+        } else {
+            let cards: Vec<_> = mistakes
+                .iter()
+                .map(|m| misclassified::card(m, &test))
+                .collect();
+            picture::write_sheet(path, &cards)?;
         }
     }
     if args.json {
         return Ok(print(serde_json::to_string(mistakes)?)?);
     }
-    print(format_args!(
-        "{total} of {} test images misclassified; showing {}",
-        test.len(),
-        mistakes.len()
-    ))?;
-    for m in mistakes {
+    if args.quiz {
+        quiz(mistakes, total, &test, &mut std::io::stdin().lock())?;
+    } else {
         print(format_args!(
-            "\n#{}: predicted {}, true {} (confidence {:.1}%)",
-            m.index,
-            m.predicted,
-            m.truth,
-            m.confidence * 100.0
+            "{total} of {} test images misclassified; showing {}",
+            test.len(),
+            mistakes.len()
         ))?;
-        if !args.no_render {
-            let drawing = misclassified::render(test.images.image(m.index));
-            print(drawing.trim_end_matches('\n'))?;
+        for m in mistakes {
+            print(format_args!(
+                "\n#{}: predicted {}, true {} (confidence {:.1}%)",
+                m.index,
+                m.predicted,
+                m.truth,
+                m.confidence * 100.0
+            ))?;
+            if !args.no_render {
+                let drawing = picture::render(test.images.image(m.index));
+                print(drawing.trim_end_matches('\n'))?;
+            }
         }
     }
     if let Some(dir) = &args.png {
         print(format_args!("\nPNG files written to {}", dir.display()))?;
     }
+    if let Some(path) = &args.sheet
+        && !mistakes.is_empty()
+    {
+        print(format_args!("Sheet written to {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The tutorial's closing question, asked of the user: each mistake drawn
+/// without its labels, a guess read from `input`, then the model's answer
+/// and the truth. Ends with both scores, also when the input ends early.
+fn quiz(
+    mistakes: &[misclassified::Mistake],
+    total: usize,
+    test: &Split,
+    input: &mut dyn std::io::BufRead,
+) -> Result<()> {
+    print(format_args!(
+        "Quiz: {} of the {total} test images the model gets wrong. Which digit is each?",
+        mistakes.len()
+    ))?;
+    let (mut yours, mut asked) = (0, 0);
+    'digits: for (n, m) in mistakes.iter().enumerate() {
+        print(format_args!("\nDigit {} of {}:", n + 1, mistakes.len()))?;
+        print(picture::render(test.images.image(m.index)).trim_end_matches('\n'))?;
+        let guess = loop {
+            term::prompt("your answer (0-9): ")?;
+            let mut line = String::new();
+            if input.read_line(&mut line)? == 0 {
+                print("")?;
+                print(format_args!(
+                    "(input ended after {asked} of {})",
+                    mistakes.len()
+                ))?;
+                break 'digits;
+            }
+            match line.trim() {
+                d if d.len() == 1 && d.as_bytes()[0].is_ascii_digit() => {
+                    break d.as_bytes()[0] - b'0';
+                }
+                other => note(format!("{other:?} is not a digit: type one of 0-9")),
+            }
+        };
+        asked += 1;
+        let verdict = if guess == m.truth {
+            yours += 1;
+            "right"
+        } else {
+            "wrong"
+        };
+        print(format_args!(
+            "you: {guess} ({verdict}) - model: {} ({:.1}% sure) - true: {} (test image #{})",
+            m.predicted,
+            m.confidence * 100.0,
+            m.truth,
+            m.index
+        ))?;
+    }
+    let model = mistakes[..asked]
+        .iter()
+        .filter(|m| m.predicted == m.truth)
+        .count();
+    print(format_args!(
+        "\nyou: {yours}/{asked}, model: {model}/{asked}"
+    ))?;
     Ok(())
 }
 

@@ -6,9 +6,10 @@
 //! - [`arch`]: the network's shapes and counts.
 //! - [`block`], [`dense`]: its two fused ops; [`model`]: the network and its loss.
 //! - [`store`]: atomic files, hashes, and the model store.
+//! - [`picture`]: digits drawn for people: in the terminal, as PNG files and sheets.
 //! - [`data`]: the MNIST files and the data folder; [`download`]: mirrors
 //!   and verification.
-//! - [`train`], [`eval`], [`misclassified`], [`export`], [`bench`]: one command each.
+//! - [`eval`], [`train`], [`misclassified`], [`export`], [`bench`]: one command each.
 //! - [`backend`]: the CPU backend the crate was built with.
 //!
 //! The library never prints: long work reports through traits
@@ -26,6 +27,7 @@ pub mod export;
 pub mod idx;
 pub mod misclassified;
 pub mod model;
+pub mod picture;
 pub mod store;
 pub mod train;
 
