@@ -17,6 +17,7 @@ use mnist_cnn::eval::{self, Evaluation};
 use mnist_cnn::idx::{CLASSES, SIDE};
 use mnist_cnn::misclassified;
 use mnist_cnn::picture;
+use mnist_cnn::prepare;
 use mnist_cnn::store::{ModelPaths, StoreError};
 use mnist_cnn::train::{self, Checkpoint, Job, Metadata, TestResult, TrainConfig, TrainError};
 
@@ -38,6 +39,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Evaluate a trained model on the 10,000 test images.
     Eval(EvalArgs),
+    /// Read digits from your own pictures (PNG, JPEG, BMP, PGM) with a trained model.
+    Predict(PredictArgs),
     /// Look at one image of the data set: drawn, its label, one-hot vector and pixel values.
     Show(ShowArgs),
     /// List (and draw) test images the model gets wrong.
@@ -161,6 +164,26 @@ pub struct EvalArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Pictures of one digit each: PNG, JPEG, BMP or PGM/PPM/PBM, any size and
+    /// colour, dark on light (a pen on paper) or light on dark. Each is made
+    /// into an MNIST-like 28×28 image first.
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<PathBuf>,
+    /// Also draw each prepared 28×28 image in the terminal: what the model saw.
+    #[arg(long)]
+    pub show: bool,
+    /// Print a JSON array with one object per file instead:
+    /// {file, predicted, top, probabilities, inverted, thickened} or {file, error}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ShowArgs {
     #[command(flatten)]
     pub data: DataArgs,
@@ -268,6 +291,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Download(args) => download_cmd(&args),
         Command::Train(args) => train_cmd(&args),
         Command::Eval(args) => eval_cmd(&args),
+        Command::Predict(args) => predict_cmd(&args),
         Command::Show(args) => show_cmd(&args),
         Command::Misclassified(args) => misclassified_cmd(&args),
         Command::Export(args) => export_cmd(&args),
@@ -556,6 +580,86 @@ fn eval_cmd(args: &EvalArgs) -> Result<()> {
         print(evaluation.report().trim_end())?;
     }
     Ok(())
+}
+
+fn predict_cmd(args: &PredictArgs) -> Result<()> {
+    let device = backend::device();
+    let paths = args.model.paths(&args.data);
+    let cnn = paths
+        .load_weights(&device)
+        .map_err(|e| model_failed(e, &paths))?;
+    let prepared: Vec<Result<prepare::Prepared, prepare::PrepareError>> = args
+        .images
+        .iter()
+        .map(|path| prepare::prepare_file(path))
+        .collect();
+    let inputs: Vec<Vec<f32>> = prepared
+        .iter()
+        .flatten()
+        .map(|p| p.pixels.clone())
+        .collect();
+    let mut probabilities = eval::classify(&cnn, &inputs, &device).into_iter();
+    let mut failed = Vec::new();
+    let mut json = Vec::new();
+    for (path, result) in args.images.iter().zip(&prepared) {
+        let file = path.display();
+        let p = match result {
+            Ok(p) => p,
+            Err(e) => {
+                let message = format!("{file}: {e}");
+                if args.json {
+                    json.push(serde_json::json!({"file": path, "error": e.to_string()}));
+                }
+                if args.images.len() > 1 {
+                    note(format!("error: {message}"));
+                }
+                failed.push(message);
+                continue;
+            }
+        };
+        let probs = probabilities.next().expect("one row per prepared image");
+        let top = eval::top(&probs, 3);
+        if args.json {
+            json.push(serde_json::json!({
+                "file": path,
+                "predicted": top[0].0,
+                "top": top.iter().map(|&(digit, probability)| {
+                    serde_json::json!({"digit": digit, "probability": probability})
+                }).collect::<Vec<_>>(),
+                "probabilities": probs,
+                "inverted": p.inverted,
+                "thickened": p.thickened,
+            }));
+            continue;
+        }
+        let ranked: Vec<String> = top
+            .iter()
+            .map(|(d, p)| format!("{d}: {:.1}%", p * 100.0))
+            .collect();
+        print(format_args!("{file}: {} ({})", top[0].0, ranked.join(", ")))?;
+        if args.show {
+            let how = match (p.inverted, p.thickened) {
+                (true, true) => " (inverted, strokes widened)",
+                (true, false) => " (inverted)",
+                (false, true) => " (strokes widened)",
+                (false, false) => "",
+            };
+            print(format_args!("what the model saw{how}:"))?;
+            print(picture::render(&p.bytes()).trim_end_matches('\n'))?;
+        }
+    }
+    if args.json {
+        print(serde_json::Value::Array(json))?;
+    }
+    match &failed[..] {
+        [] => Ok(()),
+        [only] if args.images.len() == 1 => bail!("{only}"),
+        _ => bail!(
+            "{} of {} pictures could not be read (see above)",
+            failed.len(),
+            args.images.len()
+        ),
+    }
 }
 
 /// `(60000, 28, 28)`, as numpy prints a shape.

@@ -9,6 +9,7 @@
 //! - [`picture`]: digits drawn for people: in the terminal, as PNG files and sheets.
 //! - [`data`]: the MNIST files and the data folder; [`download`]: mirrors
 //!   and verification.
+//! - [`prepare`]: any picture of a digit made into what the network reads.
 //! - [`eval`], [`train`], [`misclassified`], [`export`], [`bench`]: one command each.
 //! - [`backend`]: the CPU backend the crate was built with.
 //!
@@ -28,6 +29,7 @@ pub mod idx;
 pub mod misclassified;
 pub mod model;
 pub mod picture;
+pub mod prepare;
 pub mod store;
 pub mod train;
 

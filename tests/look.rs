@@ -1,15 +1,18 @@
-//! `show` through the binary: looking at the data set.
+//! `show` and `predict` through the binary: looking at the data set, and
+//! reading digits from pictures that are not MNIST's.
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use common::mnist_cnn;
+use image::{DynamicImage, GrayImage, ImageFormat, Luma, Rgb, RgbImage, imageops};
 use mnist_cnn::data::{self, Part, Split};
-use mnist_cnn::idx::SIDE;
+use mnist_cnn::idx::{PIXELS, SIDE};
 use mnist_cnn::picture;
+use mnist_cnn::store::ModelPaths;
 use serde_json::Value;
 
 fn run(cmd: &mut Command) -> Output {
@@ -176,4 +179,225 @@ fn show_refuses_an_index_out_of_range_before_reading_any_data() {
     assert!(errors[0].contains("run `mnist-cnn download"), "{errors:?}");
     let out = run(mnist_cnn().args(["show", "0", "--scale", "2"]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--png <FILE>"));
+}
+
+/// A model trained once through the binary for the `predict` tests: a few
+/// thousand images, enough for a model sure of most digits.
+fn model() -> &'static Path {
+    static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, path) = MODEL.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model");
+        stdout_of(
+            mnist_cnn()
+                .args(["train", "--epochs", "2", "--limit", "6000"])
+                .args(["--learning-rate", "0.1", "--data-dir"])
+                .arg(common::data_dir())
+                .arg("--model")
+                .arg(&model),
+        );
+        (dir, model)
+    });
+    path
+}
+
+fn predict(files: &[PathBuf]) -> Command {
+    let mut cmd = mnist_cnn();
+    cmd.arg("predict").args(files).arg("--model").arg(model());
+    cmd
+}
+
+/// Test image `i` as a person's picture of it: MNIST's look undone (dark
+/// ink on white, 140×140 with smooth edges, off-centre in a bigger picture),
+/// in one of several formats and colours.
+fn redrawn(pixels: &[u8], i: usize, dir: &Path) -> PathBuf {
+    let small = GrayImage::from_fn(SIDE as u32, SIDE as u32, |x, y| {
+        Luma([255 - pixels[y as usize * SIDE + x as usize]])
+    });
+    let big = imageops::resize(&small, 140, 140, imageops::FilterType::Triangle);
+    let mut canvas = GrayImage::from_pixel(200, 180, Luma([255]));
+    let (x, y) = (5 + 9 * (i % 6) as i64, 4 + 7 * (i % 5) as i64);
+    imageops::overlay(&mut canvas, &big, x, y);
+    let (image, format, ext) = match i % 10 {
+        // Blue ink on yellowish paper.
+        1 => {
+            let rgb = RgbImage::from_fn(200, 180, |x, y| {
+                let ink = 1.0 - canvas.get_pixel(x, y).0[0] as f32 / 255.0;
+                let mix = |paper: f32, pen: f32| (paper + (pen - paper) * ink) as u8;
+                Rgb([mix(250.0, 20.0), mix(245.0, 30.0), mix(200.0, 140.0)])
+            });
+            (DynamicImage::ImageRgb8(rgb), ImageFormat::Png, "png")
+        }
+        3 => (DynamicImage::ImageLuma8(canvas), ImageFormat::Jpeg, "jpg"),
+        6 => (
+            DynamicImage::ImageRgb8(DynamicImage::ImageLuma8(canvas).to_rgb8()),
+            ImageFormat::Bmp,
+            "bmp",
+        ),
+        9 => (DynamicImage::ImageLuma8(canvas), ImageFormat::Pnm, "pgm"),
+        _ => (DynamicImage::ImageLuma8(canvas), ImageFormat::Png, "png"),
+    };
+    let path = dir.join(format!("{i:03}.{ext}"));
+    image.save_with_format(&path, format).unwrap();
+    path
+}
+
+#[test]
+fn redrawn_test_digits_are_read_as_the_originals_are() {
+    let test = split(Part::Test);
+    let n = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let files: Vec<PathBuf> = (0..n)
+        .map(|i| redrawn(test.images.image(i), i, dir.path()))
+        .collect();
+    let json: Value = serde_json::from_str(&stdout_of(predict(&files).arg("--json"))).unwrap();
+    let answers = json.as_array().unwrap();
+    assert_eq!(answers.len(), n);
+
+    let device = mnist_cnn::backend::device();
+    let cnn = ModelPaths::new(model()).load_weights(&device).unwrap();
+    let mut first = test.clone();
+    first.truncate(n);
+    let originals = mnist_cnn::eval::evaluate(&cnn, &first, n, &device).predictions;
+
+    let mut same = 0;
+    for (i, (answer, original)) in answers.iter().zip(&originals).enumerate() {
+        assert_eq!(answer["file"], files[i].to_str().unwrap());
+        assert_eq!(answer["inverted"], true, "{answer}");
+        let probabilities: Vec<f64> = answer["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_f64().unwrap())
+            .collect();
+        assert!((probabilities.iter().sum::<f64>() - 1.0).abs() < 1e-4);
+        let top = answer["top"].as_array().unwrap();
+        assert_eq!(top.len(), 3);
+        let predicted = answer["predicted"].as_u64().unwrap();
+        assert_eq!(top[0]["digit"], predicted);
+        for pair in top.windows(2) {
+            assert!(pair[0]["probability"].as_f64() >= pair[1]["probability"].as_f64());
+        }
+        let best = probabilities.iter().copied().fold(0.0, f64::max);
+        assert_eq!(probabilities[predicted as usize], best);
+        same += usize::from(predicted == original.predicted as u64);
+    }
+    eprintln!("redrawn test digits read as the originals: {same} of {n}");
+    assert!(
+        same >= 95,
+        "only {same} of {n} redrawn digits read as the originals"
+    );
+}
+
+#[test]
+fn predict_prints_the_digit_and_top_three_and_can_show_what_the_model_saw() {
+    let test = split(Part::Test);
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        redrawn(test.images.image(0), 0, dir.path()),
+        redrawn(test.images.image(1), 1, dir.path()),
+    ];
+    let json: Value = serde_json::from_str(&stdout_of(predict(&files).arg("--json"))).unwrap();
+    let out = stdout_of(predict(&files).arg("--show"));
+    let lines: Vec<&str> = out.lines().collect();
+    for (file, answer) in files.iter().zip(json.as_array().unwrap()) {
+        let top: Vec<String> = answer["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let p = t["probability"].as_f64().unwrap() * 100.0;
+                format!("{}: {p:.1}%", t["digit"])
+            })
+            .collect();
+        let line = format!(
+            "{}: {} ({})",
+            file.display(),
+            answer["predicted"],
+            top.join(", ")
+        );
+        let at = lines.iter().position(|l| *l == line).expect(&line);
+        assert_eq!(lines[at + 1], "what the model saw (inverted):");
+        let drawing = &lines[at + 2..at + 2 + SIDE];
+        assert!(drawing.iter().all(|l| l.chars().count() == 2 * SIDE));
+        assert!(drawing.iter().any(|l| l.contains('█')));
+    }
+    let plain = stdout_of(&mut predict(&files));
+    assert_eq!(plain.lines().count(), 2, "{plain}");
+}
+
+#[test]
+fn pictures_that_cannot_be_read_fail_one_line_each_and_the_others_still_run() {
+    let test = split(Part::Test);
+    let dir = tempfile::tempdir().unwrap();
+    let good = redrawn(test.images.image(3), 3, dir.path());
+    let blank = dir.path().join("blank.png");
+    GrayImage::from_pixel(120, 80, Luma([250]))
+        .save(&blank)
+        .unwrap();
+    let text = dir.path().join("notes.png");
+    std::fs::write(&text, "not a picture").unwrap();
+    let missing = dir.path().join("missing.png");
+    let files = [blank.clone(), text.clone(), good.clone(), missing.clone()];
+    let out = run(&mut predict(&files));
+    let errors = errors_of(&out);
+    assert_eq!(
+        errors,
+        [
+            format!(
+                "error: {}: no digit found: the image is blank",
+                blank.display()
+            ),
+            format!(
+                "error: {}: not an image this tool reads (PNG, JPEG, BMP, or PGM/PPM/PBM)",
+                text.display()
+            ),
+            format!(
+                "error: {}: cannot read it: No such file or directory (os error 2)",
+                missing.display()
+            ),
+            "error: 3 of 4 pictures could not be read (see above)".to_string(),
+        ]
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.starts_with(&format!("{}: ", good.display())),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().count(), 1);
+
+    // One file that fails: one line.
+    let out = run(&mut predict(&[text]));
+    assert_eq!(errors_of(&out).len(), 1);
+}
+
+#[test]
+fn predict_refuses_a_missing_model_or_one_of_another_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let picture = redrawn(split(Part::Test).images.image(0), 0, dir.path());
+    let out = run(mnist_cnn()
+        .arg("predict")
+        .arg(&picture)
+        .arg("--model")
+        .arg(dir.path().join("none")));
+    let errors = errors_of(&out);
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].contains("none.bpk not found: train one with"),
+        "{errors:?}"
+    );
+
+    // The weights of some other network, in Burn's format.
+    use burn::module::Module;
+    let other = burn::nn::LinearConfig::new(PIXELS, 10).init(&mnist_cnn::backend::device());
+    let bytes = other.into_record().into_bytes().unwrap();
+    std::fs::write(dir.path().join("other.bpk"), &bytes[..]).unwrap();
+    let out = run(mnist_cnn()
+        .arg("predict")
+        .arg(&picture)
+        .arg("--model")
+        .arg(dir.path().join("other")));
+    let errors = errors_of(&out);
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].contains("holds another network"), "{errors:?}");
 }
