@@ -19,7 +19,9 @@ use mnist_cnn::misclassified;
 use mnist_cnn::picture;
 use mnist_cnn::prepare;
 use mnist_cnn::store::{ModelPaths, StoreError};
-use mnist_cnn::train::{self, Checkpoint, Job, Metadata, TestResult, TrainConfig, TrainError};
+use mnist_cnn::train::{
+    self, Checkpoint, Job, Metadata, TestResult, TrainConfig, TrainError, Validation,
+};
 
 use crate::term::{self, DownloadReport, EXIT_INTERRUPTED, TrainProgress, note, print};
 
@@ -147,6 +149,11 @@ pub struct TrainArgs {
     /// Continue the model at --model from its last complete epoch, up to --epochs.
     #[arg(long)]
     pub resume: bool,
+    /// Evaluate on the test images after every epoch, as Keras's
+    /// fit(validation_data=...) does: val_loss and val_accuracy on each epoch
+    /// line and in the history. Training itself is the same with it or without.
+    #[arg(long)]
+    pub validate: bool,
 }
 
 #[derive(Debug, Args)]
@@ -512,21 +519,37 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
         )),
     }
     term::handle_ctrl_c();
+    let test_name = format!("the {} test images", test.len());
     let job = Job {
         data: &data,
         data_sha256,
         config,
+        validation: args.validate.then_some(Validation {
+            data: &test,
+            name: &test_name,
+        }),
     };
     let mut progress = TrainProgress::new();
     let (model, mut metadata) =
         train::train(&job, checkpoint, &device, Some(&paths), &mut progress)?;
-    let evaluation = eval::evaluate(&model, &test, 128, &device);
-    metadata.test = Some(TestResult {
-        loss: evaluation.loss,
-        accuracy: evaluation.accuracy,
-    });
+    // The last epoch's validation was this very evaluation.
+    let last = metadata.history.last().filter(|_| args.validate);
+    let result = match last.and_then(|e| Some((e.val_loss?, e.val_accuracy?))) {
+        Some((loss, accuracy)) => TestResult { loss, accuracy },
+        None => {
+            let evaluation = eval::evaluate(&model, &test, train::VALIDATION_BATCH, &device);
+            TestResult {
+                loss: evaluation.loss,
+                accuracy: evaluation.accuracy,
+            }
+        }
+    };
+    metadata.test = Some(result);
     paths.save_metadata(&metadata)?;
-    term::print_lossy(format_args!("Test {}", evaluation.summary_line()));
+    term::print_lossy(format_args!(
+        "Test loss: {:.4} - accuracy: {:.4}",
+        result.loss, result.accuracy
+    ));
     term::print_lossy(format_args!(
         "Model saved to {} (metadata: {})",
         paths.weights.display(),

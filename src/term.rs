@@ -203,8 +203,14 @@ impl train::Progress for TrainProgress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+        let validation = match (stats.val_loss, stats.val_accuracy) {
+            (Some(loss), Some(accuracy)) => {
+                format!(" - val_loss: {loss:.4} - val_accuracy: {accuracy:.4}")
+            }
+            _ => String::new(),
+        };
         print_lossy(format_args!(
-            "Epoch {}/{epochs} - {:.1}s - loss: {:.4} - accuracy: {:.4}",
+            "Epoch {}/{epochs} - {:.1}s - loss: {:.4} - accuracy: {:.4}{validation}",
             stats.epoch, stats.seconds, stats.loss, stats.accuracy
         ));
     }
