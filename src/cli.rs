@@ -17,6 +17,7 @@ use mnist_cnn::eval::{self, Evaluation};
 use mnist_cnn::idx::{CLASSES, SIDE};
 use mnist_cnn::misclassified;
 use mnist_cnn::picture;
+use mnist_cnn::plot;
 use mnist_cnn::prepare;
 use mnist_cnn::store::{ModelPaths, StoreError};
 use mnist_cnn::train::{
@@ -47,6 +48,8 @@ pub enum Command {
     Show(ShowArgs),
     /// List (and draw) test images the model gets wrong.
     Misclassified(MisclassifiedArgs),
+    /// Draw a model's learning curves (loss and accuracy per epoch) as an SVG file.
+    Plot(PlotArgs),
     /// Write the trained weights as safetensors, in the tutorial's Keras layout.
     Export(ExportArgs),
     /// Measure training and evaluation images/s and peak memory on the real data.
@@ -258,6 +261,18 @@ pub struct MisclassifiedArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PlotArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The SVG file to write. [default: the model's PATH.svg, which `train`
+    /// also rewrites after every epoch]
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct ExportArgs {
     #[command(flatten)]
     pub data: DataArgs,
@@ -301,6 +316,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Predict(args) => predict_cmd(&args),
         Command::Show(args) => show_cmd(&args),
         Command::Misclassified(args) => misclassified_cmd(&args),
+        Command::Plot(args) => plot_cmd(&args),
         Command::Export(args) => export_cmd(&args),
         Command::Bench(args) => bench_cmd(&args),
     };
@@ -529,7 +545,11 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
             name: &test_name,
         }),
     };
-    let mut progress = TrainProgress::new();
+    let mut progress = Curves {
+        progress: TrainProgress::new(),
+        plot: &paths.plot,
+        failed: false,
+    };
     let (model, mut metadata) =
         train::train(&job, checkpoint, &device, Some(&paths), &mut progress)?;
     // The last epoch's validation was this very evaluation.
@@ -551,11 +571,52 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
         result.loss, result.accuracy
     ));
     term::print_lossy(format_args!(
-        "Model saved to {} (metadata: {})",
+        "Model saved to {} (metadata: {}, learning curves: {})",
         paths.weights.display(),
-        paths.metadata.display()
+        paths.metadata.display(),
+        paths.plot.display()
     ));
     Ok(())
+}
+
+/// The terminal's training progress, plus the learning curves redrawn
+/// beside the model after every epoch. A picture that cannot be written is
+/// said once and does not stop training (`mnist-cnn plot` redraws it).
+struct Curves<'a> {
+    progress: TrainProgress,
+    plot: &'a Path,
+    failed: bool,
+}
+
+impl train::Progress for Curves<'_> {
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        self.progress.epoch_start(epoch, epochs, steps);
+    }
+
+    fn step(&mut self, step: usize, loss: f64, accuracy: f64) {
+        self.progress.step(step, loss, accuracy);
+    }
+
+    fn epoch_end(&mut self, stats: &train::EpochStats, epochs: usize) {
+        self.progress.epoch_end(stats, epochs);
+    }
+
+    fn should_stop(&self) -> bool {
+        self.progress.should_stop()
+    }
+
+    fn saved(&mut self, metadata: &Metadata) {
+        let drawn = plot::write(
+            self.plot,
+            &metadata.history,
+            metadata.validation_data.as_deref(),
+        );
+        if let Err(e) = drawn
+            && !std::mem::replace(&mut self.failed, true)
+        {
+            note(format!("warning: learning curves not drawn: {e}"));
+        }
+    }
 }
 
 /// A few words on the model stored at `paths`, from its metadata.
@@ -888,6 +949,26 @@ fn quiz(
         .count();
     print(format_args!(
         "\nyou: {yours}/{asked}, model: {model}/{asked}"
+    ))?;
+    Ok(())
+}
+
+fn plot_cmd(args: &PlotArgs) -> Result<()> {
+    let paths = args.model.paths(&args.data);
+    let out = args.out.as_ref().unwrap_or(&paths.plot);
+    mnist_cnn::store::check_writable(out)?;
+    let metadata: Metadata = paths.load_metadata().map_err(|e| model_failed(e, &paths))?;
+    plot::write(out, &metadata.history, metadata.validation_data.as_deref())
+        .map_err(|e| anyhow!("{}: {e}", paths.metadata.display()))?;
+    let validated = metadata
+        .history
+        .iter()
+        .filter(|e| e.val_loss.is_some())
+        .count();
+    print(format_args!(
+        "Learning curves of {} epochs ({validated} with validation figures) written to {}",
+        metadata.history.len(),
+        out.display()
     ))?;
     Ok(())
 }

@@ -10,7 +10,8 @@
 //! - [`data`]: the MNIST files and the data folder; [`download`]: mirrors
 //!   and verification.
 //! - [`prepare`]: any picture of a digit made into what the network reads.
-//! - [`eval`], [`train`], [`misclassified`], [`export`], [`bench`]: one command each.
+//! - [`eval`], [`train`]: one command each; [`plot`]: the learning curves.
+//! - [`misclassified`], [`export`], [`bench`]: one command each.
 //! - [`backend`]: the CPU backend the crate was built with.
 //!
 //! The library never prints: long work reports through traits
@@ -29,6 +30,7 @@ pub mod idx;
 pub mod misclassified;
 pub mod model;
 pub mod picture;
+pub mod plot;
 pub mod prepare;
 pub mod store;
 pub mod train;

@@ -181,6 +181,8 @@ pub trait Progress {
     fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
     fn step(&mut self, _step: usize, _loss: f64, _accuracy: f64) {}
     fn epoch_end(&mut self, _stats: &EpochStats, _epochs: usize) {}
+    /// Called once an epoch's checkpoint is saved, with the metadata saved.
+    fn saved(&mut self, _metadata: &Metadata) {}
     /// Asked between steps; `true` ends training early (e.g. on Ctrl-C).
     fn should_stop(&self) -> bool {
         false
@@ -368,6 +370,7 @@ pub fn train(
         if let Some(paths) = save_to {
             paths.save_weights(trainer.model())?;
             paths.save_metadata(&metadata)?;
+            progress.saved(&metadata);
         }
     }
     Ok((trainer.into_model(), metadata))

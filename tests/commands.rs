@@ -313,7 +313,11 @@ fn ctrl_c_stops_training_and_keeps_the_last_checkpoint_loadable() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 2, "only the model and its metadata: {names:?}");
+    assert_eq!(
+        names.len(),
+        3,
+        "only the model, its metadata and its curves: {names:?}"
+    );
 }
 
 #[test]
@@ -607,7 +611,7 @@ fn temp_files_an_interrupted_save_left_are_removed_and_never_read() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["model.bpk", "model.json"]);
+    assert_eq!(names, ["model.bpk", "model.json", "model.svg"]);
 }
 
 /// `misclassified` with `args` on the shared model; returns the output.
