@@ -38,18 +38,18 @@ pub struct Cli {
 pub enum Command {
     /// Fetch and verify the four MNIST files into the data folder.
     Download(DownloadArgs),
-    /// Train the network (downloading the data first if needed), save it, evaluate it.
-    Train(TrainArgs),
-    /// Evaluate a trained model on the 10,000 test images.
-    Eval(EvalArgs),
-    /// Read digits from your own pictures (PNG, JPEG, BMP, PGM) with a trained model.
-    Predict(PredictArgs),
     /// Look at one image of the data set: drawn, its label, one-hot vector and pixel values.
     Show(ShowArgs),
-    /// List (and draw) test images the model gets wrong.
-    Misclassified(MisclassifiedArgs),
+    /// Train the network (downloading the data first if needed), save it, evaluate it.
+    Train(TrainArgs),
     /// Draw a model's learning curves (loss and accuracy per epoch) as an SVG file.
     Plot(PlotArgs),
+    /// Evaluate a trained model on the 10,000 test images.
+    Eval(EvalArgs),
+    /// List (and draw) test images the model gets wrong.
+    Misclassified(MisclassifiedArgs),
+    /// Read digits from your own pictures (PNG, JPEG, BMP, PGM) with a trained model.
+    Predict(PredictArgs),
     /// Write the trained weights as safetensors, in the tutorial's Keras layout.
     Export(ExportArgs),
     /// Measure training and evaluation images/s and peak memory on the real data.
@@ -111,8 +111,9 @@ pub struct DownloadArgs {
 
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Model location: weights go to PATH.bpk, metadata to PATH.json; a
-    /// folder holds model.bpk and model.json. [default: DIR/model, DIR being --data-dir]
+    /// Model location: weights go to PATH.bpk, metadata to PATH.json, learning
+    /// curves to PATH.svg; a folder holds model.bpk, model.json and model.svg.
+    /// [default: DIR/model, DIR being --data-dir]
     #[arg(long = "model", value_name = "PATH")]
     pub path: Option<PathBuf>,
 }
