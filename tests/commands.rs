@@ -386,6 +386,7 @@ fn a_closed_pipe_ends_the_reporting_commands_quietly() {
     for args in [
         &["download", "--no-default-mirrors"][..],
         &["bench", "--steps", "1", "--warmup", "0"],
+        &["show", "53238", "--values"],
     ] {
         let (code, stderr) = with_stdout_closed(args, &[Path::new("--data-dir"), data]);
         assert_eq!(code, Some(0), "{args:?}: {stderr}");
