@@ -14,10 +14,14 @@ use mnist_cnn::bench;
 use mnist_cnn::data::{self, DataError, Part, Split};
 use mnist_cnn::download::{DownloadError, Downloader, MIRROR_ENV, Mirror, Outcome};
 use mnist_cnn::eval::{self, Evaluation};
+use mnist_cnn::idx::{CLASSES, SIDE};
 use mnist_cnn::misclassified;
+use mnist_cnn::picture;
+use mnist_cnn::plot;
+use mnist_cnn::prepare;
 use mnist_cnn::store::{ModelPaths, StoreError};
 use mnist_cnn::train::{
-    self, Checkpoint, Engine, Job, Metadata, TestResult, TrainConfig, TrainError,
+    self, Checkpoint, Engine, Job, Metadata, TestResult, TrainConfig, TrainError, Validation,
 };
 
 use crate::term::{self, DownloadReport, EXIT_INTERRUPTED, TrainProgress, note, print};
@@ -34,12 +38,18 @@ pub struct Cli {
 pub enum Command {
     /// Fetch and verify the four MNIST files into the data folder.
     Download(DownloadArgs),
+    /// Look at one image of the data set: drawn, its label, one-hot vector and pixel values.
+    Show(ShowArgs),
     /// Train the network (downloading the data first if needed), save it, evaluate it.
     Train(TrainArgs),
+    /// Draw a model's learning curves (loss and accuracy per epoch) as an SVG file.
+    Plot(PlotArgs),
     /// Evaluate a trained model on the 10,000 test images.
     Eval(EvalArgs),
     /// List (and draw) test images the model gets wrong.
     Misclassified(MisclassifiedArgs),
+    /// Read digits from your own pictures (PNG, JPEG, BMP, PGM) with a trained model.
+    Predict(PredictArgs),
     /// Write the trained weights as safetensors, in the tutorial's Keras layout.
     Export(ExportArgs),
     /// Measure training and evaluation images/s and peak memory on the real data.
@@ -48,6 +58,9 @@ pub enum Command {
 
 /// Largest evaluation batch: the whole test set.
 const MAX_EVAL_BATCH: usize = 10_000;
+
+/// Largest enlargement of a PNG: 28 × 64 = 1792 pixels a side.
+const MAX_SCALE: usize = 64;
 
 /// A parser for a whole number from `min` to `max`, whose error names the range.
 fn in_range(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
@@ -102,8 +115,9 @@ pub struct DownloadArgs {
 
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Model location: weights go to PATH.bpk, metadata to PATH.json; a
-    /// folder holds model.bpk and model.json. [default: DIR/model, DIR being --data-dir]
+    /// Model location: weights go to PATH.bpk, metadata to PATH.json, learning
+    /// curves to PATH.svg; a folder holds model.bpk, model.json and model.svg.
+    /// [default: DIR/model, DIR being --data-dir]
     #[arg(long = "model", value_name = "PATH")]
     pub path: Option<PathBuf>,
 }
@@ -147,6 +161,11 @@ pub struct TrainArgs {
     /// autodiff and SGD; the reference). [default: host; with --resume, the checkpoint's]
     #[arg(long, value_name = "ENGINE", value_parser = engine)]
     pub engine: Option<Engine>,
+    /// Evaluate on the test images after every epoch, as Keras's
+    /// fit(validation_data=...) does: val_loss and val_accuracy on each epoch
+    /// line and in the history. Training itself is the same with it or without.
+    #[arg(long)]
+    pub validate: bool,
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +178,51 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 128, value_name = "N", value_parser = in_range(1, MAX_EVAL_BATCH))]
     pub batch_size: usize,
     /// Print one JSON object instead of the report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Pictures of one digit each: PNG, JPEG, BMP or PGM/PPM/PBM, any size and
+    /// colour, dark on light (a pen on paper) or light on dark. Each is made
+    /// into an MNIST-like 28×28 image first.
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<PathBuf>,
+    /// Also draw each prepared 28×28 image in the terminal: what the model saw.
+    #[arg(long)]
+    pub show: bool,
+    /// Print a JSON array with one object per file instead:
+    /// {file, predicted, top, probabilities, inverted, thickened} or {file, error}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Which image, counted from 0: the tutorial looks at training image 53238.
+    #[arg(value_name = "INDEX")]
+    pub index: usize,
+    /// Take it from the 10,000 test images instead of the 60,000 training images.
+    #[arg(long)]
+    pub test: bool,
+    /// Also print its 28×28 pixel values (0-255) as a table.
+    #[arg(long)]
+    pub values: bool,
+    /// Also write it as a PNG file (light digit on black, as MNIST stores it).
+    #[arg(long, value_name = "FILE")]
+    pub png: Option<PathBuf>,
+    /// Enlarge the --png file N times (nearest neighbour; 1 keeps 28×28).
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "png",
+          value_parser = in_range(1, MAX_SCALE))]
+    pub scale: usize,
+    /// Print one JSON object {set, index, label, one_hot, pixels} instead.
     #[arg(long)]
     pub json: bool,
 }
@@ -185,12 +249,36 @@ pub struct MisclassifiedArgs {
     /// Also write each image as a PNG file into DIR.
     #[arg(long, value_name = "DIR")]
     pub png: Option<PathBuf>,
+    /// Enlarge the --png files N times (nearest neighbour; 1 keeps 28×28).
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "png",
+          value_parser = in_range(1, MAX_SCALE))]
+    pub scale: usize,
+    /// Also write one PNG of the chosen digits side by side, enlarged, with
+    /// "model P" and "true T" under each.
+    #[arg(long, value_name = "FILE")]
+    pub sheet: Option<PathBuf>,
+    /// Quiz yourself: show each chosen digit unlabelled, read your guess from
+    /// stdin, then reveal the model's answer and the truth; ends with both scores.
+    #[arg(long, conflicts_with_all = ["json", "no_render"])]
+    pub quiz: bool,
     /// Print a JSON array of {index, predicted, true, confidence} instead.
     #[arg(long)]
     pub json: bool,
     /// Images per evaluation batch.
     #[arg(long, default_value_t = 128, value_name = "N", value_parser = in_range(1, MAX_EVAL_BATCH))]
     pub batch_size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The SVG file to write. [default: the model's PATH.svg, which `train`
+    /// also rewrites after every epoch]
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -237,7 +325,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Download(args) => download_cmd(&args),
         Command::Train(args) => train_cmd(&args),
         Command::Eval(args) => eval_cmd(&args),
+        Command::Predict(args) => predict_cmd(&args),
+        Command::Show(args) => show_cmd(&args),
         Command::Misclassified(args) => misclassified_cmd(&args),
+        Command::Plot(args) => plot_cmd(&args),
         Command::Export(args) => export_cmd(&args),
         Command::Bench(args) => bench_cmd(&args),
     };
@@ -307,12 +398,7 @@ fn download_cmd(args: &DownloadArgs) -> Result<()> {
         .count();
     let names = ["x_train", "y_train", "x_test", "y_test"];
     for (name, s) in names.iter().zip(&stored) {
-        let dims: Vec<String> = s.shape.iter().map(usize::to_string).collect();
-        let shape = match &dims[..] {
-            [one] => format!("({one},)"),
-            _ => format!("({})", dims.join(", ")),
-        };
-        print(format_args!("{name} shape: {shape}"))?;
+        print(format_args!("{name} shape: {}", shape(&s.shape)))?;
     }
     print(format_args!(
         "{} files in {} ({fetched} fetched, {} already present)",
@@ -463,27 +549,88 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
         )),
     }
     term::handle_ctrl_c();
+    let test_name = format!("the {} test images", test.len());
     let job = Job {
         data: &data,
         data_sha256,
         config,
+        validation: args.validate.then_some(Validation {
+            data: &test,
+            name: &test_name,
+        }),
     };
-    let mut progress = TrainProgress::new();
+    let mut progress = Curves {
+        progress: TrainProgress::new(),
+        plot: &paths.plot,
+        failed: false,
+    };
     let (model, mut metadata) =
         train::train(&job, checkpoint, &device, Some(&paths), &mut progress)?;
-    let evaluation = eval::evaluate(&model, &test, 128, &device);
-    metadata.test = Some(TestResult {
-        loss: evaluation.loss,
-        accuracy: evaluation.accuracy,
-    });
+    // The last epoch's validation was this very evaluation.
+    let last = metadata.history.last().filter(|_| args.validate);
+    let result = match last.and_then(|e| Some((e.val_loss?, e.val_accuracy?))) {
+        Some((loss, accuracy)) => TestResult { loss, accuracy },
+        None => {
+            let evaluation = eval::evaluate(&model, &test, train::VALIDATION_BATCH, &device);
+            TestResult {
+                loss: evaluation.loss,
+                accuracy: evaluation.accuracy,
+            }
+        }
+    };
+    metadata.test = Some(result);
     paths.save_metadata(&metadata)?;
-    term::print_lossy(format_args!("Test {}", evaluation.summary_line()));
     term::print_lossy(format_args!(
-        "Model saved to {} (metadata: {})",
+        "Test loss: {:.4} - accuracy: {:.4}",
+        result.loss, result.accuracy
+    ));
+    term::print_lossy(format_args!(
+        "Model saved to {} (metadata: {}, learning curves: {})",
         paths.weights.display(),
-        paths.metadata.display()
+        paths.metadata.display(),
+        paths.plot.display()
     ));
     Ok(())
+}
+
+/// The terminal's training progress, plus the learning curves redrawn
+/// beside the model after every epoch. A picture that cannot be written is
+/// said once and does not stop training (`mnist-cnn plot` redraws it).
+struct Curves<'a> {
+    progress: TrainProgress,
+    plot: &'a Path,
+    failed: bool,
+}
+
+impl train::Progress for Curves<'_> {
+    fn epoch_start(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        self.progress.epoch_start(epoch, epochs, steps);
+    }
+
+    fn step(&mut self, step: usize, loss: f64, accuracy: f64) {
+        self.progress.step(step, loss, accuracy);
+    }
+
+    fn epoch_end(&mut self, stats: &train::EpochStats, epochs: usize) {
+        self.progress.epoch_end(stats, epochs);
+    }
+
+    fn should_stop(&self) -> bool {
+        self.progress.should_stop()
+    }
+
+    fn saved(&mut self, metadata: &Metadata) {
+        let drawn = plot::write(
+            self.plot,
+            &metadata.history,
+            metadata.validation_data.as_deref(),
+        );
+        if let Err(e) = drawn
+            && !std::mem::replace(&mut self.failed, true)
+        {
+            note(format!("warning: learning curves not drawn: {e}"));
+        }
+    }
 }
 
 /// A few words on the model stored at `paths`, from its metadata.
@@ -533,10 +680,167 @@ fn eval_cmd(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
+fn predict_cmd(args: &PredictArgs) -> Result<()> {
+    let device = backend::device();
+    let paths = args.model.paths(&args.data);
+    let cnn = paths
+        .load_weights(&device)
+        .map_err(|e| model_failed(e, &paths))?;
+    let prepared: Vec<Result<prepare::Prepared, prepare::PrepareError>> = args
+        .images
+        .iter()
+        .map(|path| prepare::prepare_file(path))
+        .collect();
+    let inputs: Vec<Vec<f32>> = prepared
+        .iter()
+        .flatten()
+        .map(|p| p.pixels.clone())
+        .collect();
+    let mut probabilities = eval::classify(&cnn, &inputs, &device).into_iter();
+    let mut failed = Vec::new();
+    let mut json = Vec::new();
+    for (path, result) in args.images.iter().zip(&prepared) {
+        let file = path.display();
+        let p = match result {
+            Ok(p) => p,
+            Err(e) => {
+                let message = format!("{file}: {e}");
+                if args.json {
+                    json.push(serde_json::json!({"file": path, "error": e.to_string()}));
+                }
+                if args.images.len() > 1 {
+                    note(format!("error: {message}"));
+                }
+                failed.push(message);
+                continue;
+            }
+        };
+        let probs = probabilities.next().expect("one row per prepared image");
+        let top = eval::top(&probs, 3);
+        if args.json {
+            json.push(serde_json::json!({
+                "file": path,
+                "predicted": top[0].0,
+                "top": top.iter().map(|&(digit, probability)| {
+                    serde_json::json!({"digit": digit, "probability": probability})
+                }).collect::<Vec<_>>(),
+                "probabilities": probs,
+                "inverted": p.inverted,
+                "thickened": p.thickened,
+            }));
+            continue;
+        }
+        let ranked: Vec<String> = top
+            .iter()
+            .map(|(d, p)| format!("{d}: {:.1}%", p * 100.0))
+            .collect();
+        print(format_args!("{file}: {} ({})", top[0].0, ranked.join(", ")))?;
+        if args.show {
+            let how = match (p.inverted, p.thickened) {
+                (true, true) => " (inverted, strokes widened)",
+                (true, false) => " (inverted)",
+                (false, true) => " (strokes widened)",
+                (false, false) => "",
+            };
+            print(format_args!("what the model saw{how}:"))?;
+            print(picture::render(&p.bytes()).trim_end_matches('\n'))?;
+        }
+    }
+    if args.json {
+        print(serde_json::Value::Array(json))?;
+    }
+    match &failed[..] {
+        [] => Ok(()),
+        [only] if args.images.len() == 1 => bail!("{only}"),
+        _ => bail!(
+            "{} of {} pictures could not be read (see above)",
+            failed.len(),
+            args.images.len()
+        ),
+    }
+}
+
+/// `(60000, 28, 28)`, as numpy prints a shape.
+fn shape(dims: &[usize]) -> String {
+    match dims {
+        [one] => format!("({one},)"),
+        _ => {
+            let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
+            format!("({})", dims.join(", "))
+        }
+    }
+}
+
+fn show_cmd(args: &ShowArgs) -> Result<()> {
+    let (part, set, x, y) = if args.test {
+        (Part::Test, "test", "x_test", "y_test")
+    } else {
+        (Part::Train, "training", "x_train", "y_train")
+    };
+    let out_of_range = |len: usize| {
+        anyhow!(
+            "there is no {set} image {}: the {len} {set} images are numbered 0 to {}",
+            args.index,
+            len - 1
+        )
+    };
+    if args.index >= part.size() {
+        return Err(out_of_range(part.size()));
+    }
+    if let Some(png) = &args.png {
+        mnist_cnn::store::check_writable(png)?;
+    }
+    let dir = &args.data.data_dir;
+    let data = data::load(dir, part).map_err(|e| data_failed(e, dir))?;
+    if args.index >= data.len() {
+        return Err(out_of_range(data.len()));
+    }
+    let pixels = data.images.image(args.index);
+    let label = data.labels[args.index];
+    let one_hot: Vec<u8> = (0..CLASSES)
+        .map(|c| u8::from(c == label as usize))
+        .collect();
+    if let Some(png) = &args.png {
+        picture::write_png(png, pixels, args.scale)?;
+    }
+    if args.json {
+        let rows: Vec<&[u8]> = pixels.chunks(SIDE).collect();
+        let json = serde_json::json!({
+            "set": if args.test { "test" } else { "train" },
+            "index": args.index,
+            "label": label,
+            "one_hot": one_hot,
+            "pixels": rows,
+        });
+        return Ok(print(json)?);
+    }
+    print(format_args!(
+        "{x} shape: {}, {y} shape: {}",
+        shape(&[data.len(), SIDE, SIDE]),
+        shape(&[data.len()])
+    ))?;
+    print(format_args!("\n{x}[{}]:", args.index))?;
+    print(picture::render(pixels).trim_end_matches('\n'))?;
+    if args.values {
+        print("")?;
+        print(picture::values_table(pixels).trim_end_matches('\n'))?;
+    }
+    let one_hot: Vec<String> = one_hot.iter().map(|v| format!("{v}.")).collect();
+    print(format_args!("\n{y}[{}]: {label}", args.index))?;
+    print(format_args!("one-hot: [{}]", one_hot.join(" ")))?;
+    if let Some(png) = &args.png {
+        print(format_args!("PNG written to {}", png.display()))?;
+    }
+    Ok(())
+}
+
 fn misclassified_cmd(args: &MisclassifiedArgs) -> Result<()> {
     if let Some(dir) = &args.png {
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow!("cannot create {}: {e}", dir.display()))?;
+    }
+    if let Some(sheet) = &args.sheet {
+        mnist_cnn::store::check_writable(sheet)?;
     }
     let (evaluation, test) = evaluate_saved(&args.data, &args.model, args.batch_size)?;
     let count = (!args.all).then_some(args.count);
@@ -550,33 +854,136 @@ fn misclassified_cmd(args: &MisclassifiedArgs) -> Result<()> {
     }
     if let Some(dir) = &args.png {
         for (m, path) in mistakes.iter().zip(misclassified::png_paths(dir, mistakes)) {
-            misclassified::write_png(&path, test.images.image(m.index))?;
+            picture::write_png(&path, test.images.image(m.index), args.scale)?;
+        }
+    }
+    if let Some(path) = &args.sheet {
+        if mistakes.is_empty() {
+            note(format!(
+                "no mistakes to show: {} not written",
+                path.display()
+            ));
+        } else {
+            let cards: Vec<_> = mistakes
+                .iter()
+                .map(|m| misclassified::card(m, &test))
+                .collect();
+            picture::write_sheet(path, &cards)?;
         }
     }
     if args.json {
         return Ok(print(serde_json::to_string(mistakes)?)?);
     }
-    print(format_args!(
-        "{total} of {} test images misclassified; showing {}",
-        test.len(),
-        mistakes.len()
-    ))?;
-    for m in mistakes {
+    if args.quiz {
+        quiz(mistakes, total, &test, &mut std::io::stdin().lock())?;
+    } else {
         print(format_args!(
-            "\n#{}: predicted {}, true {} (confidence {:.1}%)",
-            m.index,
-            m.predicted,
-            m.truth,
-            m.confidence * 100.0
+            "{total} of {} test images misclassified; showing {}",
+            test.len(),
+            mistakes.len()
         ))?;
-        if !args.no_render {
-            let drawing = misclassified::render(test.images.image(m.index));
-            print(drawing.trim_end_matches('\n'))?;
+        for m in mistakes {
+            print(format_args!(
+                "\n#{}: predicted {}, true {} (confidence {:.1}%)",
+                m.index,
+                m.predicted,
+                m.truth,
+                m.confidence * 100.0
+            ))?;
+            if !args.no_render {
+                let drawing = picture::render(test.images.image(m.index));
+                print(drawing.trim_end_matches('\n'))?;
+            }
         }
     }
     if let Some(dir) = &args.png {
         print(format_args!("\nPNG files written to {}", dir.display()))?;
     }
+    if let Some(path) = &args.sheet
+        && !mistakes.is_empty()
+    {
+        print(format_args!("Sheet written to {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The tutorial's closing question, asked of the user: each mistake drawn
+/// without its labels, a guess read from `input`, then the model's answer
+/// and the truth. Ends with both scores, also when the input ends early.
+fn quiz(
+    mistakes: &[misclassified::Mistake],
+    total: usize,
+    test: &Split,
+    input: &mut dyn std::io::BufRead,
+) -> Result<()> {
+    print(format_args!(
+        "Quiz: {} of the {total} test images the model gets wrong. Which digit is each?",
+        mistakes.len()
+    ))?;
+    let (mut yours, mut asked) = (0, 0);
+    'digits: for (n, m) in mistakes.iter().enumerate() {
+        print(format_args!("\nDigit {} of {}:", n + 1, mistakes.len()))?;
+        print(picture::render(test.images.image(m.index)).trim_end_matches('\n'))?;
+        let guess = loop {
+            term::prompt("your answer (0-9): ")?;
+            let mut line = String::new();
+            if input.read_line(&mut line)? == 0 {
+                print("")?;
+                print(format_args!(
+                    "(input ended after {asked} of {})",
+                    mistakes.len()
+                ))?;
+                break 'digits;
+            }
+            match line.trim() {
+                d if d.len() == 1 && d.as_bytes()[0].is_ascii_digit() => {
+                    break d.as_bytes()[0] - b'0';
+                }
+                other => note(format!("{other:?} is not a digit: type one of 0-9")),
+            }
+        };
+        asked += 1;
+        let verdict = if guess == m.truth {
+            yours += 1;
+            "right"
+        } else {
+            "wrong"
+        };
+        print(format_args!(
+            "you: {guess} ({verdict}) - model: {} ({:.1}% sure) - true: {} (test image #{})",
+            m.predicted,
+            m.confidence * 100.0,
+            m.truth,
+            m.index
+        ))?;
+    }
+    let model = mistakes[..asked]
+        .iter()
+        .filter(|m| m.predicted == m.truth)
+        .count();
+    print(format_args!(
+        "\nyou: {yours}/{asked}, model: {model}/{asked}"
+    ))?;
+    Ok(())
+}
+
+fn plot_cmd(args: &PlotArgs) -> Result<()> {
+    let paths = args.model.paths(&args.data);
+    let out = args.out.as_ref().unwrap_or(&paths.plot);
+    mnist_cnn::store::check_writable(out)?;
+    let metadata: Metadata = paths.load_metadata().map_err(|e| model_failed(e, &paths))?;
+    plot::write(out, &metadata.history, metadata.validation_data.as_deref())
+        .map_err(|e| anyhow!("{}: {e}", paths.metadata.display()))?;
+    let validated = metadata
+        .history
+        .iter()
+        .filter(|e| e.val_loss.is_some())
+        .count();
+    print(format_args!(
+        "Learning curves of {} epochs ({validated} with validation figures) written to {}",
+        metadata.history.len(),
+        out.display()
+    ))?;
     Ok(())
 }
 

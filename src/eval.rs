@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use crate::data::Split;
 use crate::host::HostNet;
-use crate::idx::CLASSES;
-use crate::model::{Cnn, cross_entropy};
+use crate::idx::{CLASSES, PIXELS};
+use crate::model::{Batch, Cnn, cross_entropy};
 
 /// Memory one image of an evaluation batch takes, measured as peak RSS
 /// over batch sizes: for refusing a batch that cannot fit before it is tried.
@@ -90,6 +90,38 @@ pub fn evaluate(model: &Cnn, data: &Split, batch_size: usize, device: &Device) -
     }
 }
 
+/// Class probabilities for images given as 784 values in [0, 1] each
+/// (pictures prepared by [`crate::prepare`]), in batches of 128.
+pub fn classify(model: &Cnn, images: &[Vec<f32>], device: &Device) -> Vec<[f32; CLASSES]> {
+    let mut out = Vec::with_capacity(images.len());
+    for chunk in images.chunks(128) {
+        let mut pixels = Vec::with_capacity(chunk.len() * PIXELS);
+        for image in chunk {
+            assert_eq!(image.len(), PIXELS, "a 28×28 image");
+            pixels.extend_from_slice(image);
+        }
+        let batch = Batch::from_pixels(pixels, chunk.len(), device);
+        let probs = model.probabilities(&batch).into_data();
+        let probs = probs.as_slice::<f32>().expect("probabilities are f32");
+        out.extend(
+            probs
+                .chunks_exact(CLASSES)
+                .map(|row| <[f32; CLASSES]>::try_from(row).expect("ten classes")),
+        );
+    }
+    out
+}
+
+/// The `k` likeliest digits with their probabilities, likeliest first.
+pub fn top(probabilities: &[f32; CLASSES], k: usize) -> Vec<(u8, f32)> {
+    let mut ranked: Vec<(u8, f32)> = (0..CLASSES as u8)
+        .map(|d| (d, probabilities[d as usize]))
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.truncate(k);
+    ranked
+}
+
 impl Evaluation {
     /// The line Keras's `evaluate` prints.
     pub fn summary_line(&self) -> String {
@@ -127,5 +159,21 @@ impl Evaluation {
             .filter(|(_, (p, l))| p.predicted != **l)
             .map(|(i, _)| i)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_top_digits_come_likeliest_first() {
+        let mut p = [0.0f32; CLASSES];
+        p[3] = 0.6;
+        p[8] = 0.3;
+        p[5] = 0.05;
+        p[1] = 0.05;
+        assert_eq!(top(&p, 3), [(3, 0.6), (8, 0.3), (1, 0.05)]);
+        assert_eq!(top(&p, 10).len(), 10);
     }
 }

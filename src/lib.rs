@@ -8,9 +8,12 @@
 //! - [`matmul`]: host matrix products; [`host`]: the network computed on the
 //!   host, its training step and its inference.
 //! - [`store`]: atomic files, hashes, and the model store.
+//! - [`picture`]: digits drawn for people: in the terminal, as PNG files and sheets.
 //! - [`data`]: the MNIST files and the data folder; [`download`]: mirrors
 //!   and verification.
-//! - [`train`], [`eval`], [`misclassified`], [`export`], [`bench`]: one command each.
+//! - [`prepare`]: any picture of a digit made into what the network reads.
+//! - [`eval`], [`train`]: one command each; [`plot`]: the learning curves.
+//! - [`misclassified`], [`export`], [`bench`]: one command each.
 //! - [`backend`]: the CPU backend the crate was built with.
 //!
 //! The library never prints: long work reports through traits
@@ -30,6 +33,9 @@ pub mod idx;
 pub mod matmul;
 pub mod misclassified;
 pub mod model;
+pub mod picture;
+pub mod plot;
+pub mod prepare;
 pub mod store;
 pub mod train;
 

@@ -1,17 +1,16 @@
 //! `mnist-cnn misclassified`: which test images the model gets wrong, drawn
-//! in the terminal (and optionally as PNG files) as the tutorial showed them.
+//! in the terminal (and optionally as PNG files, or one sheet of them) as the
+//! tutorial showed them.
 
 use std::path::{Path, PathBuf};
 
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde::Serialize;
-use thiserror::Error;
 
 use crate::data::Split;
 use crate::eval::Evaluation;
-use crate::idx::SIDE;
-use crate::store::{StoreError, write_atomically};
+use crate::picture::{BLACK, Card, GREY, RED};
 
 /// One misclassified test image.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -62,59 +61,25 @@ pub fn pick(eval: &Evaluation, data: &Split, count: Option<usize>, seed: u64) ->
     Picked { total, mistakes }
 }
 
-/// Draws a 28×28 image with shaded block characters, two per pixel so
-/// that it keeps its proportions in a terminal.
-pub fn render(pixels: &[u8]) -> String {
-    const SHADES: [char; 5] = [' ', '░', '▒', '▓', '█'];
-    let mut out = String::with_capacity(SIDE * (SIDE * 2 * 3 + 1));
-    for row in pixels.chunks_exact(SIDE) {
-        for &p in row {
-            let c = SHADES[(p as usize * SHADES.len()) / 256];
-            out.push(c);
-            out.push(c);
-        }
-        out.push('\n');
-    }
-    out
-}
-
 /// File name of a mistake's PNG: index, predicted and true label.
 pub fn png_name(m: &Mistake) -> String {
     format!("{:05}_pred{}_true{}.png", m.index, m.predicted, m.truth)
 }
 
-/// Why a PNG could not be written.
-#[derive(Debug, Error)]
-pub enum PngError {
-    #[error("cannot encode {} as PNG: {source}", path.display())]
-    Encode {
-        path: PathBuf,
-        source: png::EncodingError,
-    },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// Writes a 28×28 greyscale PNG (atomically).
-pub fn write_png(path: &Path, pixels: &[u8]) -> Result<(), PngError> {
-    let mut bytes = Vec::new();
-    let mut encoder = png::Encoder::new(&mut bytes, SIDE as u32, SIDE as u32);
-    encoder.set_color(png::ColorType::Grayscale);
-    encoder.set_depth(png::BitDepth::Eight);
-    encoder
-        .write_header()
-        .and_then(|mut writer| {
-            writer.write_image_data(pixels)?;
-            writer.finish()
-        })
-        .map_err(|source| PngError::Encode {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    Ok(write_atomically(path, &bytes)?)
-}
-
 /// Where the PNGs of `mistakes` go in `dir`.
 pub fn png_paths(dir: &Path, mistakes: &[Mistake]) -> Vec<PathBuf> {
     mistakes.iter().map(|m| dir.join(png_name(m))).collect()
+}
+
+/// The mistake as a card of the sheet: the digit with the model's answer
+/// (in red), the truth and the test-set index under it.
+pub fn card<'a>(m: &Mistake, data: &'a Split) -> Card<'a> {
+    Card {
+        pixels: data.images.image(m.index),
+        lines: vec![
+            (format!("model {}", m.predicted), RED),
+            (format!("true {}", m.truth), BLACK),
+            (format!("#{}", m.index), GREY),
+        ],
+    }
 }

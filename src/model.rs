@@ -43,8 +43,14 @@ impl Batch {
             .iter()
             .flat_map(|&i| images.image(i).iter().map(|&p| p as f32 / 255.0))
             .collect();
+        Self::from_pixels(pixels, indices.len(), device)
+    }
+
+    /// `n` images of 784 values already in [0, 1] (pictures prepared
+    /// outside MNIST keep their full precision).
+    pub fn from_pixels(pixels: Vec<f32>, n: usize, device: &Device) -> Self {
         Self {
-            images: Tensor::from_data(TensorData::new(pixels, [indices.len(), SIDE, SIDE]), device),
+            images: Tensor::from_data(TensorData::new(pixels, [n, SIDE, SIDE]), device),
         }
     }
 }

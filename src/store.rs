@@ -128,29 +128,32 @@ pub fn remove_stale_temps(path: &Path) -> usize {
         .count()
 }
 
-/// Where a model's two files live: the weights (Burn's burnpack format) and
-/// the JSON metadata beside them.
+/// Where a model's files live: the weights (Burn's burnpack format), the
+/// JSON metadata beside them, and the picture of its learning curves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelPaths {
     pub weights: PathBuf,
     pub metadata: PathBuf,
+    /// The learning curves as SVG, drawn from the metadata's history.
+    pub plot: PathBuf,
 }
 
 /// File name a model gets inside a folder.
 pub const DEFAULT_MODEL_NAME: &str = "model";
 
 impl ModelPaths {
-    /// Reads a model location as users write it: `PATH` means `PATH.bpk` and
-    /// `PATH.json` (an extension `.bpk` or `.json` given is replaced, any
-    /// other kept: `run.v2` gives `run.v2.bpk`); a folder (one that exists,
-    /// or a path ending in `/`) holds `model.bpk` and `model.json`.
+    /// Reads a model location as users write it: `PATH` means `PATH.bpk`,
+    /// `PATH.json` and `PATH.svg` (an extension `.bpk`, `.json` or `.svg`
+    /// given is replaced, any other kept: `run.v2` gives `run.v2.bpk`); a
+    /// folder (one that exists, or a path ending in `/`) holds `model.bpk`,
+    /// `model.json` and `model.svg`.
     pub fn new(path: &Path) -> Self {
         let is_folder = path.as_os_str().to_string_lossy().ends_with('/') || path.is_dir();
         let stem = if is_folder {
             path.join(DEFAULT_MODEL_NAME)
         } else {
             match path.extension().and_then(|e| e.to_str()) {
-                Some("bpk" | "json") => path.with_extension(""),
+                Some("bpk" | "json" | "svg") => path.with_extension(""),
                 _ => path.to_path_buf(),
             }
         };
@@ -163,6 +166,7 @@ impl ModelPaths {
         Self {
             weights: with("bpk"),
             metadata: with("json"),
+            plot: with("svg"),
         }
     }
 
@@ -176,19 +180,25 @@ impl ModelPaths {
         self.weights.exists()
     }
 
-    /// Makes sure both files can be written (see [`check_writable`]).
+    fn files(&self) -> [&PathBuf; 3] {
+        [&self.weights, &self.metadata, &self.plot]
+    }
+
+    /// Makes sure every file can be written (see [`check_writable`]).
     pub fn check_writable(&self) -> Result<(), StoreError> {
-        check_writable(&self.weights)?;
-        check_writable(&self.metadata)
+        self.files().into_iter().try_for_each(|p| check_writable(p))
     }
 
     /// Removes temporary files an interrupted save left behind.
     pub fn remove_stale_temps(&self) -> usize {
-        remove_stale_temps(&self.weights) + remove_stale_temps(&self.metadata)
+        self.files()
+            .into_iter()
+            .map(|p| remove_stale_temps(p))
+            .sum()
     }
 
     /// Moves the stored model's files to the lowest free `STEM.N.bpk` /
-    /// `STEM.N.json`, and returns where they went.
+    /// `STEM.N.json` / `STEM.N.svg`, and returns where they went.
     pub fn back_up(&self) -> Result<ModelPaths, StoreError> {
         let stem = self.stem().into_os_string();
         let backup = (1..)
@@ -197,12 +207,9 @@ impl ModelPaths {
                 name.push(format!(".{n}"));
                 ModelPaths::new(Path::new(&name))
             })
-            .find(|b| !b.weights.exists() && !b.metadata.exists())
+            .find(|b| b.files().iter().all(|f| !f.exists()))
             .expect("some number is free");
-        for (from, to) in [
-            (&self.weights, &backup.weights),
-            (&self.metadata, &backup.metadata),
-        ] {
+        for (from, to) in self.files().into_iter().zip(backup.files()) {
             if from.exists() {
                 fs::rename(from, to).map_err(|source| StoreError::Write {
                     path: to.clone(),
@@ -325,8 +332,11 @@ mod tests {
         assert_eq!(p("m").metadata, d.join("m.json"));
         assert_eq!(p("m.bpk").metadata, d.join("m.json"));
         assert_eq!(p("m.json").weights, d.join("m.bpk"));
+        assert_eq!(p("m").plot, d.join("m.svg"));
+        assert_eq!(p("m.svg").weights, d.join("m.bpk"));
         assert_eq!(p("run.v2").weights, d.join("run.v2.bpk"));
         assert_eq!(p("new/").weights, d.join("new/model.bpk"));
+        assert_eq!(p("new/").plot, d.join("new/model.svg"));
         fs::create_dir(d.join("old")).unwrap();
         assert_eq!(p("old").weights, d.join("old/model.bpk"));
         assert_eq!(p("m").stem(), d.join("m"));
@@ -348,14 +358,16 @@ mod tests {
     }
 
     #[test]
-    fn back_up_moves_both_files_to_the_lowest_free_number() {
+    fn back_up_moves_every_file_to_the_lowest_free_number() {
         let dir = tempfile::tempdir().unwrap();
         let paths = ModelPaths::new(&dir.path().join("m"));
         fs::write(&paths.weights, b"w0").unwrap();
         fs::write(&paths.metadata, b"j0").unwrap();
+        fs::write(&paths.plot, b"p0").unwrap();
         let first = paths.back_up().unwrap();
         assert_eq!(first.weights, dir.path().join("m.1.bpk"));
-        assert!(!paths.exists());
+        assert_eq!(fs::read(&first.plot).unwrap(), b"p0");
+        assert!(!paths.exists() && !paths.plot.exists());
         fs::write(&paths.weights, b"w1").unwrap();
         let second = paths.back_up().unwrap();
         assert_eq!(second.weights, dir.path().join("m.2.bpk"));

@@ -21,11 +21,21 @@ static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
 /// Writes `text` and a newline to stdout. A closed pipe is an error
 /// of kind [`io::ErrorKind::BrokenPipe`].
 pub fn print(text: impl Display) -> io::Result<()> {
+    emit(format_args!("{text}\n"))
+}
+
+/// Writes `text` to stdout without a newline, for an answer typed on the
+/// same line. Fails as [`print`] does.
+pub fn prompt(text: impl Display) -> io::Result<()> {
+    emit(format_args!("{text}"))
+}
+
+fn emit(text: std::fmt::Arguments) -> io::Result<()> {
     if STDOUT_CLOSED.load(Ordering::Relaxed) {
         return Err(io::ErrorKind::BrokenPipe.into());
     }
     let mut out = io::stdout().lock();
-    let result = writeln!(out, "{text}").and_then(|()| out.flush());
+    let result = out.write_fmt(text).and_then(|()| out.flush());
     if let Err(e) = &result
         && e.kind() == io::ErrorKind::BrokenPipe
     {
@@ -193,8 +203,14 @@ impl train::Progress for TrainProgress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
+        let validation = match (stats.val_loss, stats.val_accuracy) {
+            (Some(loss), Some(accuracy)) => {
+                format!(" - val_loss: {loss:.4} - val_accuracy: {accuracy:.4}")
+            }
+            _ => String::new(),
+        };
         print_lossy(format_args!(
-            "Epoch {}/{epochs} - {:.1}s - loss: {:.4} - accuracy: {:.4}",
+            "Epoch {}/{epochs} - {:.1}s - loss: {:.4} - accuracy: {:.4}{validation}",
             stats.epoch, stats.seconds, stats.loss, stats.accuracy
         ));
     }

@@ -21,6 +21,7 @@ use thiserror::Error;
 
 use crate::arch::{PARAMETERS, architecture};
 use crate::data::Split;
+use crate::eval::evaluate;
 use crate::host::{HostNet, Phases};
 use crate::model::{Batch, Cnn, cross_entropy};
 use crate::store::{ModelPaths, StoreError};
@@ -104,7 +105,16 @@ pub struct EpochStats {
     pub loss: f64,
     /// Training accuracy over the epoch.
     pub accuracy: f64,
+    /// Time the epoch's training took (its validation not included).
     pub seconds: f64,
+    /// Loss on the validation set after the epoch, when one was given: the
+    /// test set, as the tutorial's `fit(validation_data=(x_test, y_test))`
+    /// (see [`Metadata::validation_data`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_loss: Option<f64>,
+    /// Accuracy on the validation set after the epoch, when one was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_accuracy: Option<f64>,
 }
 
 /// Loss and accuracy on the test images.
@@ -130,6 +140,10 @@ pub struct Metadata {
     /// The evaluation on the test set after the last epoch, when one was run.
     #[serde(default)]
     pub test: Option<TestResult>,
+    /// What the history's `val_loss` and `val_accuracy` were measured on,
+    /// when any epoch has them (e.g. "the 10000 test images").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_data: Option<String>,
 }
 
 /// Why training did not run or stopped.
@@ -171,6 +185,8 @@ pub trait Progress {
     fn epoch_start(&mut self, _epoch: usize, _epochs: usize, _steps: usize) {}
     fn step(&mut self, _step: usize, _loss: f64, _accuracy: f64) {}
     fn epoch_end(&mut self, _stats: &EpochStats, _epochs: usize) {}
+    /// Called once an epoch's checkpoint is saved, with the metadata saved.
+    fn saved(&mut self, _metadata: &Metadata) {}
     /// Asked between steps; `true` ends training early (e.g. on Ctrl-C).
     fn should_stop(&self) -> bool {
         false
@@ -203,7 +219,23 @@ pub struct Job<'a> {
     /// What [`crate::data::load_with_digest`] gave for the data.
     pub data_sha256: String,
     pub config: TrainConfig,
+    /// Images to evaluate the network on after each epoch, as Keras's
+    /// `validation_data`, with what to call them in the metadata. It only
+    /// reads the network: training is the same with it or without.
+    pub validation: Option<Validation<'a>>,
 }
+
+/// A validation set and its description.
+#[derive(Clone, Copy)]
+pub struct Validation<'a> {
+    pub data: &'a Split,
+    /// What the images are, for [`Metadata::validation_data`].
+    pub name: &'a str,
+}
+
+/// Images per batch when validating: the batch size `train` evaluates the
+/// test set with at the end, so the last epoch's figures are the same.
+pub const VALIDATION_BATCH: usize = 128;
 
 impl Job<'_> {
     fn fresh_metadata(&self) -> Metadata {
@@ -217,6 +249,7 @@ impl Job<'_> {
             train_data_sha256: self.data_sha256.clone(),
             backend: crate::backend::NAME.into(),
             test: None,
+            validation_data: None,
         }
     }
 
@@ -326,18 +359,29 @@ pub fn train(
                 correct as f64 / seen as f64,
             );
         }
-        let stats = EpochStats {
+        let mut stats = EpochStats {
             epoch,
             loss: loss_sum / seen as f64,
             accuracy: correct as f64 / seen as f64,
             seconds: started.elapsed().as_secs_f64(),
+            val_loss: None,
+            val_accuracy: None,
         };
+        if let Some(validation) = job.validation {
+            // An inference copy: no dropout, no random draws, no gradients.
+            let model = trainer.model().valid();
+            let result = evaluate(&model, validation.data, VALIDATION_BATCH, device);
+            stats.val_loss = Some(result.loss);
+            stats.val_accuracy = Some(result.accuracy);
+            metadata.validation_data = Some(validation.name.to_string());
+        }
         progress.epoch_end(&stats, config.epochs);
         metadata.history.push(stats);
         metadata.epochs_done = epoch;
         if let Some(paths) = save_to {
             paths.save_weights(&trainer.model())?;
             paths.save_metadata(&metadata)?;
+            progress.saved(&metadata);
         }
     }
     Ok((trainer.into_model(), metadata))

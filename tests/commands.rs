@@ -313,7 +313,11 @@ fn ctrl_c_stops_training_and_keeps_the_last_checkpoint_loadable() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names.len(), 2, "only the model and its metadata: {names:?}");
+    assert_eq!(
+        names.len(),
+        3,
+        "only the model, its metadata and its curves: {names:?}"
+    );
 }
 
 #[test]
@@ -382,6 +386,7 @@ fn a_closed_pipe_ends_the_reporting_commands_quietly() {
     for args in [
         &["download", "--no-default-mirrors"][..],
         &["bench", "--steps", "1", "--warmup", "0"],
+        &["show", "53238", "--values"],
     ] {
         let (code, stderr) = with_stdout_closed(args, &[Path::new("--data-dir"), data]);
         assert_eq!(code, Some(0), "{args:?}: {stderr}");
@@ -607,5 +612,197 @@ fn temp_files_an_interrupted_save_left_are_removed_and_never_read() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["model.bpk", "model.json"]);
+    assert_eq!(names, ["model.bpk", "model.json", "model.svg"]);
+}
+
+/// `misclassified` with `args` on the shared model; returns the output.
+fn misclassified(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let (_, model, _) = trained_model();
+    let mut child = mnist_cnn()
+        .arg("misclassified")
+        .args(args)
+        .arg("--data-dir")
+        .arg(common::data_dir())
+        .arg("--model")
+        .arg(model)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The mistakes `--count N --seed S` chooses, as `--json` lists them.
+fn chosen(count: usize, seed: u64) -> Vec<(usize, u8, u8)> {
+    let (n, s) = (count.to_string(), seed.to_string());
+    let out = misclassified(&["--count", &n, "--seed", &s, "--json"], None);
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    json.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let field = |k: &str| m[k].as_u64().unwrap();
+            (
+                field("index") as usize,
+                field("predicted") as u8,
+                field("true") as u8,
+            )
+        })
+        .collect()
+}
+
+fn decode_png(path: &Path) -> (u32, u32, png::ColorType, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    pixels.truncate(info.buffer_size());
+    (info.width, info.height, info.color_type, pixels)
+}
+
+#[test]
+fn misclassified_sheet_shows_the_chosen_mistakes_with_their_labels() {
+    use mnist_cnn::misclassified::{Mistake, card};
+    use mnist_cnn::picture;
+    let (dir, _, _) = trained_model();
+    let sheet = dir.path().join("sheets/mistakes.png");
+    let out = misclassified(
+        &[
+            "--count",
+            "3",
+            "--seed",
+            "4",
+            "--no-render",
+            "--sheet",
+            sheet.to_str().unwrap(),
+        ],
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("Sheet written to {}", sheet.display())),
+        "{stdout}"
+    );
+    let test = data::load(common::data_dir(), Part::Test).unwrap();
+    let mistakes: Vec<Mistake> = chosen(3, 4)
+        .into_iter()
+        .map(|(index, predicted, truth)| Mistake {
+            index,
+            predicted,
+            truth,
+            confidence: 0.0,
+        })
+        .collect();
+    let cards: Vec<_> = mistakes.iter().map(|m| card(m, &test)).collect();
+    assert_eq!(
+        cards[0].lines[0].0,
+        format!("model {}", mistakes[0].predicted)
+    );
+    assert_eq!(cards[0].lines[1].0, format!("true {}", mistakes[0].truth));
+    let (width, height, expected) = picture::sheet(&cards);
+    let (w, h, colour, pixels) = decode_png(&sheet);
+    assert_eq!((w as usize, h as usize), (width, height));
+    assert_eq!(colour, png::ColorType::Rgb);
+    assert!(pixels == expected, "the sheet of the chosen mistakes");
+}
+
+#[test]
+fn misclassified_png_scale_enlarges_each_file() {
+    use mnist_cnn::picture;
+    let (dir, _, _) = trained_model();
+    let png_dir = dir.path().join("big");
+    misclassified(
+        &[
+            "--count",
+            "2",
+            "--no-render",
+            "--scale",
+            "3",
+            "--png",
+            png_dir.to_str().unwrap(),
+        ],
+        None,
+    );
+    let test = data::load(common::data_dir(), Part::Test).unwrap();
+    let files: Vec<PathBuf> = std::fs::read_dir(&png_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2);
+    for file in files {
+        let index: usize = file.file_name().unwrap().to_str().unwrap()[..5]
+            .parse()
+            .unwrap();
+        let (w, h, colour, pixels) = decode_png(&file);
+        assert_eq!((w, h, colour), (84, 84, png::ColorType::Grayscale));
+        assert_eq!(pixels, picture::upscale(test.images.image(index), 28, 3));
+    }
+    // --scale means nothing without --png.
+    let out = mnist_cnn()
+        .args(["misclassified", "--scale", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--png <DIR>"));
+}
+
+#[test]
+fn misclassified_quiz_reads_guesses_reveals_answers_and_scores() {
+    let picks = chosen(3, 8);
+    // Right on the first, not a digit then wrong on the second, right on the third.
+    let wrong = (picks[1].2 + 1) % 10;
+    let input = format!("{}\nx\n{wrong}\n {} \n", picks[0].2, picks[2].2);
+    let out = misclassified(&["--count", "3", "--seed", "8", "--quiz"], Some(&input));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"x\" is not a digit: type one of 0-9"),
+        "{stderr}"
+    );
+    // Nothing is revealed before the first answer.
+    let before = &stdout[..stdout.find("you: ").unwrap()];
+    assert!(
+        !before.contains("true") && !before.contains("model:"),
+        "{before}"
+    );
+    assert_eq!(before.matches("your answer (0-9): ").count(), 1);
+    let reveals: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("your answer (0-9): "))
+        .filter_map(|l| l.rsplit("your answer (0-9): ").next())
+        .collect();
+    assert_eq!(reveals.len(), 3, "{stdout}");
+    for ((reveal, (index, predicted, truth)), verdict) in
+        reveals.iter().zip(&picks).zip(["right", "wrong", "right"])
+    {
+        assert!(
+            reveal.contains(&format!("({verdict}) - model: {predicted} (")),
+            "{reveal}"
+        );
+        assert!(
+            reveal.ends_with(&format!("true: {truth} (test image #{index})")),
+            "{reveal}"
+        );
+    }
+    assert!(stdout.ends_with("\nyou: 2/3, model: 0/3\n"), "{stdout}");
+
+    // Input that ends early: the score so far.
+    let out = misclassified(
+        &["--count", "3", "--seed", "8", "--quiz"],
+        Some(&format!("{}\n", picks[0].2)),
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("(input ended after 1 of 3)"), "{stdout}");
+    assert!(stdout.ends_with("\nyou: 1/1, model: 0/1\n"), "{stdout}");
 }

@@ -26,6 +26,7 @@ fn job(data: &Split, epochs: usize) -> Job<'_> {
             epochs,
             ..TrainConfig::DEFAULT
         },
+        validation: None,
     }
 }
 
