@@ -162,9 +162,9 @@ fn read(dir: &Path, part: Part, digest: bool) -> Result<(Split, Option<String>),
     let label_bytes = read(labels_name)?;
     let images_file = dir.join(images_name).display().to_string();
     let labels_file = dir.join(labels_name).display().to_string();
-    let images = idx::parse_images(&image_bytes, &images_file)?;
+    let digest = digest.then(|| sha256_hex([&image_bytes[..], &label_bytes[..]]));
+    let images = idx::parse_images(image_bytes, &images_file)?;
     let labels = idx::parse_labels(&label_bytes, &labels_file)?;
     idx::check_counts(&images, &images_file, &labels, &labels_file)?;
-    let digest = digest.then(|| sha256_hex([&image_bytes[..], &label_bytes[..]]));
     Ok((Split { images, labels }, digest))
 }

@@ -613,7 +613,7 @@ mod tests {
         let pixels: Vec<u8> = (0..n * idx::PIXELS).map(|_| rng.random()).collect();
         let labels: Vec<u8> = (0..n).map(|_| rng.random_range(0..10)).collect();
         let data = Split {
-            images: idx::parse_images(&idx::encode_images(&pixels), "random").unwrap(),
+            images: idx::parse_images(idx::encode_images(&pixels), "random").unwrap(),
             labels: labels.clone(),
         };
         let indices: Vec<usize> = (0..n).collect();
