@@ -63,14 +63,18 @@ mod test_util {
         t.into_data().try_to_vec::<f32>().unwrap()
     }
 
-    /// Asserts that two results agree to 1e-4 everywhere.
-    pub fn assert_close(a: &[f32], b: &[f32], what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}");
-        let worst = a
-            .iter()
+    /// The largest absolute difference between two results of one length.
+    pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len(), "lengths differ");
+        a.iter()
             .zip(b)
             .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
+            .fold(0.0, f32::max)
+    }
+
+    /// Asserts that two results agree to 1e-4 everywhere.
+    pub fn assert_close(a: &[f32], b: &[f32], what: &str) {
+        let worst = max_diff(a, b);
         assert!(worst < 1e-4, "{what}: differs by {worst}");
     }
 }

@@ -559,7 +559,7 @@ mod tests {
     use super::*;
     use crate::idx;
     use crate::model::reference;
-    use crate::test_util::params;
+    use crate::test_util::{max_diff, params};
 
     #[test]
     fn settings_out_of_range_are_named_with_their_range() {
@@ -647,11 +647,7 @@ mod tests {
         let engine = config.engine;
         for (i, ((f, s), before)) in fast.iter().zip(&stock).zip(&start).enumerate() {
             assert!(f != before, "{engine:?}: parameter {i} did not move");
-            let worst = f
-                .iter()
-                .zip(s)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f32::max);
+            let worst = max_diff(f, s);
             assert!(worst < 1e-5, "{engine:?}: parameter {i} differs by {worst}");
         }
     }

@@ -4,27 +4,17 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::mnist_cnn;
+use common::{mnist_cnn, stdout_of};
 use mnist_cnn::data::{self, Part};
 use mnist_cnn::idx::CLASSES;
 use mnist_cnn::model::{Batch, cross_entropy};
 use mnist_cnn::store::ModelPaths;
 use mnist_cnn::train::Metadata;
 use serde_json::Value;
-
-fn stdout_of(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// A model trained once through `mnist-cnn train` for the tests here.
 fn trained_model() -> &'static (tempfile::TempDir, PathBuf, String) {

@@ -8,23 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::mnist_cnn;
+use common::{mnist_cnn, stdout_of};
 use mnist_cnn::plot::{TRAIN_COLOUR, VALIDATION_COLOUR};
 use mnist_cnn::store::ModelPaths;
 use mnist_cnn::train::{EpochStats, Metadata};
 use serde_json::Value;
 
 const EPOCHS: usize = 3;
-
-fn stdout_of(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 struct Run {
     model: PathBuf,

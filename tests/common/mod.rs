@@ -23,6 +23,17 @@ pub fn mnist_cnn() -> Command {
     cmd
 }
 
+/// Runs a command that must succeed; returns its stdout.
+pub fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// The real MNIST .gz files: `../shared/mnist` beside the repository, or the
 /// folder `MNIST_CNN_TEST_DATA` names. The tests that train or download the
 /// real set need them; without them they fail, saying where to put them,
