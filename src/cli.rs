@@ -56,6 +56,14 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
+/// Most digits one `--sheet` draws: enough for any look, small enough that
+/// the picture (some 80 kB a digit) stays far from the memory limits.
+const MAX_SHEET: usize = 100;
+
+/// Largest benchmark batch: the floor's products allocate their operands
+/// at that batch size on top of training's own buffers.
+const MAX_BENCH_BATCH: usize = 4096;
+
 /// Largest evaluation batch: the whole test set.
 const MAX_EVAL_BATCH: usize = 10_000;
 
@@ -74,10 +82,11 @@ fn engine(s: &str) -> Result<Engine, String> {
     Engine::from_name(s).ok_or_else(|| format!("must be one of: {}", Engine::NAMES.join(", ")))
 }
 
-fn positive(s: &str) -> Result<f64, String> {
+fn learning_rate(s: &str) -> Result<f64, String> {
+    let max = TrainConfig::MAX_LEARNING_RATE;
     match s.parse::<f64>() {
-        Ok(x) if x > 0.0 && x.is_finite() => Ok(x),
-        _ => Err("must be a positive number".into()),
+        Ok(x) if x > 0.0 && x <= max => Ok(x),
+        _ => Err(format!("must be a positive number up to {max}")),
     }
 }
 
@@ -146,7 +155,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "N", value_parser = in_range(1, TrainConfig::MAX_BATCH_SIZE))]
     pub batch_size: Option<usize>,
     /// Plain SGD learning rate, no momentum. [default: 0.01; with --resume, the checkpoint's]
-    #[arg(long, value_name = "RATE", value_parser = positive, allow_negative_numbers = true)]
+    #[arg(long, value_name = "RATE", value_parser = learning_rate, allow_negative_numbers = true)]
     pub learning_rate: Option<f64>,
     /// Seed for the initial weights, the shuffling and dropout. [default: 42; with --resume, the checkpoint's]
     #[arg(long, value_name = "N")]
@@ -306,7 +315,7 @@ pub struct BenchArgs {
     pub warmup: usize,
     /// Images per training step.
     #[arg(long, default_value_t = 32, value_name = "N",
-          value_parser = in_range(1, TrainConfig::MAX_BATCH_SIZE))]
+          value_parser = in_range(1, MAX_BENCH_BATCH))]
     pub batch_size: usize,
     /// Images per evaluation batch.
     #[arg(long, default_value_t = 128, value_name = "N", value_parser = in_range(1, MAX_EVAL_BATCH))]
@@ -357,11 +366,13 @@ fn downloader(mirror: &MirrorArgs, force: bool) -> Downloader {
 
 /// Adds to a download failure what to do about it.
 fn download_failed(e: DownloadError) -> anyhow::Error {
+    let offline = format!(
+        "to work offline, pass --mirror DIR or set {MIRROR_ENV}=DIR, DIR being a folder \
+         (or http:// server) that holds the four .gz files"
+    );
     match e {
-        DownloadError::AllMirrorsFailed { .. } | DownloadError::NoMirrors { .. } => anyhow!(
-            "{e} (each reason above); to work offline, pass --mirror DIR or set \
-             {MIRROR_ENV}=DIR, DIR being a folder (or http:// server) that holds the four .gz files"
-        ),
+        DownloadError::AllMirrorsFailed { .. } => anyhow!("{e} (each reason above); {offline}"),
+        DownloadError::NoMirrors { .. } => anyhow!("{e}; {offline}"),
         DownloadError::Store(_) => e.into(),
     }
 }
@@ -371,7 +382,8 @@ fn data_failed(e: DataError, dir: &Path) -> anyhow::Error {
     let fix = format!("mnist-cnn download --data-dir {}", dir.display());
     match e {
         DataError::Missing { .. } => anyhow!("{e}: run `{fix}` first"),
-        DataError::Io { .. } | DataError::Idx(_) => anyhow!("{e}; `{fix}` repairs it"),
+        DataError::Idx(_) => anyhow!("{e}; `{fix}` repairs it"),
+        DataError::Io { .. } => e.into(),
     }
 }
 
@@ -493,6 +505,9 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
         engine: args.engine.unwrap_or(defaults.engine),
     };
     config.validate()?;
+    if let Some(checkpoint) = &checkpoint {
+        checkpoint.check_settings(&config)?;
+    }
     check_memory(
         "--batch-size",
         config.batch_size,
@@ -777,12 +792,16 @@ fn show_cmd(args: &ShowArgs) -> Result<()> {
     } else {
         (Part::Train, "training", "x_train", "y_train")
     };
-    let out_of_range = |len: usize| {
-        anyhow!(
+    let out_of_range = |len: usize| match len {
+        0 => anyhow!(
+            "there is no {set} image {}: the {set} set holds none",
+            args.index
+        ),
+        _ => anyhow!(
             "there is no {set} image {}: the {len} {set} images are numbered 0 to {}",
             args.index,
             len - 1
-        )
+        ),
     };
     if args.index >= part.size() {
         return Err(out_of_range(part.size()));
@@ -864,8 +883,15 @@ fn misclassified_cmd(args: &MisclassifiedArgs) -> Result<()> {
                 path.display()
             ));
         } else {
+            if mistakes.len() > MAX_SHEET {
+                note(format!(
+                    "the sheet shows the first {MAX_SHEET} of the {} digits",
+                    mistakes.len()
+                ));
+            }
             let cards: Vec<_> = mistakes
                 .iter()
+                .take(MAX_SHEET)
                 .map(|m| misclassified::card(m, &test))
                 .collect();
             picture::write_sheet(path, &cards)?;
@@ -972,8 +998,13 @@ fn plot_cmd(args: &PlotArgs) -> Result<()> {
     let out = args.out.as_ref().unwrap_or(&paths.plot);
     mnist_cnn::store::check_writable(out)?;
     let metadata: Metadata = paths.load_metadata().map_err(|e| model_failed(e, &paths))?;
-    plot::write(out, &metadata.history, metadata.validation_data.as_deref())
-        .map_err(|e| anyhow!("{}: {e}", paths.metadata.display()))?;
+    plot::write(out, &metadata.history, metadata.validation_data.as_deref()).map_err(
+        |e| match e {
+            // Only this one is about the model's record; the others name their file.
+            plot::PlotError::Empty => anyhow!("{}: {e}", paths.metadata.display()),
+            e => e.into(),
+        },
+    )?;
     let validated = metadata
         .history
         .iter()
@@ -994,11 +1025,11 @@ fn export_cmd(args: &ExportArgs) -> Result<()> {
         .load_weights(&backend::device())
         .map_err(|e| model_failed(e, &paths))?;
     // The training record adds to the file's header; a model without one
-    // (copied alone, say) still exports.
+    // (copied alone, say) still exports; a damaged one is an error, as in eval.
     let metadata = match paths.load_metadata::<Metadata>() {
         Ok(m) => Some(m),
         Err(StoreError::Missing { .. }) => None,
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(model_failed(e, &paths)),
     };
     mnist_cnn::export::export(&model, metadata.as_ref(), &args.out)?;
     print(format_args!(

@@ -57,10 +57,44 @@ pub trait DenseOps: Backend {
     }
 }
 
+/// `out = relu(x·w + b)` on the host, for `x`: `n × i`, `w`: `i × o`,
+/// `b`: `o`, all row-major: the forward pass of the op on Flex, and of the
+/// host step's hidden layer.
+pub fn forward_host(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    n: usize,
+    i: usize,
+    o: usize,
+    out: &mut [f32],
+) {
+    crate::matmul::product_split_k(out, n, i, o, x, w);
+    for row in out.chunks_exact_mut(o) {
+        for (v, &bias) in row.iter_mut().zip(b) {
+            *v = (*v + bias).max(0.0);
+        }
+    }
+}
+
+/// ReLU's backward pass on the host: zeroes the gradient `grad` (`n × o`)
+/// where the output `out` was not positive, and adds the result's column
+/// sums (the bias gradient) to `db`.
+pub fn relu_backward_host(grad: &mut [f32], out: &[f32], db: &mut [f32], o: usize) {
+    for (g_row, out_row) in grad.chunks_exact_mut(o).zip(out.chunks_exact(o)) {
+        for ((g, &y), total) in g_row.iter_mut().zip(out_row).zip(db.iter_mut()) {
+            if y <= 0.0 {
+                *g = 0.0;
+            }
+            *total += *g;
+        }
+    }
+}
+
 #[cfg(feature = "flex")]
 mod flex {
     use super::*;
-    use crate::matmul::{Matrix, matmul, product_split_k};
+    use crate::matmul::{Matrix, matmul};
     use burn::backend::Flex;
     use burn::backend::flex::FlexTensor;
     use burn::tensor::TensorData;
@@ -109,15 +143,9 @@ mod flex {
         }
     }
 
-    /// `relu(x·w + b)` on the host.
     fn forward(x: &[f32], w: &[f32], b: &[f32], n: usize, i: usize, o: usize) -> Vec<f32> {
         let mut out = vec![0.0f32; n * o];
-        product_split_k(&mut out, n, i, o, x, w);
-        for row in out.chunks_exact_mut(o) {
-            for (v, &bias) in row.iter_mut().zip(b) {
-                *v = (*v + bias).max(0.0);
-            }
-        }
+        forward_host(x, w, b, n, i, o, &mut out);
         out
     }
 
@@ -133,14 +161,7 @@ mod flex {
         o: usize,
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let mut db = vec![0.0f32; o];
-        for (g_row, out_row) in grad.chunks_exact_mut(o).zip(out.chunks_exact(o)) {
-            for ((g, &y), total) in g_row.iter_mut().zip(out_row).zip(&mut db) {
-                if y <= 0.0 {
-                    *g = 0.0;
-                }
-                *total += *g;
-            }
-        }
+        relu_backward_host(&mut grad, out, &mut db, o);
         let dx = matmul(
             n,
             o,

@@ -24,8 +24,9 @@ use serde::Serialize;
 use crate::arch::{DROPOUT, FEATURES, FILTERS, HIDDEN, KERNEL};
 use crate::block::{self, Input, Kernel};
 use crate::data::Split;
+use crate::dense;
 use crate::idx::{CLASSES, Images, SIDE};
-use crate::matmul::{backward_and_update, product_split_k};
+use crate::matmul::backward_and_update;
 use crate::model::Cnn;
 
 /// Time spent in each phase of the steps taken, for `bench`.
@@ -204,18 +205,7 @@ impl HostNet {
         // Dense backward: ReLU's gradient, b1's, the input gradient from the
         // old W1, then W1 -= lr·featuresᵀ·g in place.
         let mut grad_b1 = vec![0.0f32; HIDDEN];
-        for (g_row, h_row) in self
-            .grad_hidden
-            .chunks_exact_mut(HIDDEN)
-            .zip(self.hidden.chunks_exact(HIDDEN))
-        {
-            for ((g, &h), total) in g_row.iter_mut().zip(h_row).zip(&mut grad_b1) {
-                if h <= 0.0 {
-                    *g = 0.0;
-                }
-                *total += *g;
-            }
-        }
+        dense::relu_backward_host(&mut self.grad_hidden, &self.hidden, &mut grad_b1, HIDDEN);
         self.grad_features.resize(n * FEATURES, 0.0);
         backward_and_update(
             &mut self.w1,
@@ -286,19 +276,15 @@ impl HostNet {
     /// `hidden = relu(features·W1 + b1)` for the first `n` rows of features.
     fn dense_forward(&mut self, n: usize) {
         self.hidden.resize(n * HIDDEN, 0.0);
-        product_split_k(
-            &mut self.hidden,
+        dense::forward_host(
+            &self.features,
+            &self.w1,
+            &self.b1,
             n,
             FEATURES,
             HIDDEN,
-            &self.features,
-            &self.w1,
+            &mut self.hidden,
         );
-        for row in self.hidden.chunks_exact_mut(HIDDEN) {
-            for (v, &b) in row.iter_mut().zip(&self.b1) {
-                *v = (*v + b).max(0.0);
-            }
-        }
     }
 
     /// The output layer for one row of hidden activations.

@@ -30,11 +30,17 @@ impl<'a> Matrix<'a> {
         }
     }
 
-    /// Panics unless every element of a `rows × cols` view lies in `values`.
+    /// Panics unless every element of a `rows × cols` view lies in `values`
+    /// (the unsafe calls below rely on it, so the arithmetic is checked too).
     fn check(&self, rows: usize, cols: usize) {
         if rows > 0 && cols > 0 {
-            let last = (rows - 1) * self.row_stride + (cols - 1) * self.col_stride;
-            assert!(last < self.values.len(), "matrix view out of bounds");
+            let last = (rows - 1)
+                .checked_mul(self.row_stride)
+                .and_then(|r| (cols - 1).checked_mul(self.col_stride)?.checked_add(r));
+            assert!(
+                last.is_some_and(|last| last < self.values.len()),
+                "matrix view out of bounds"
+            );
         }
     }
 }
@@ -60,6 +66,9 @@ const K_SLICES: usize = 8;
 pub fn product_split_k(dst: &mut [f32], m: usize, k: usize, n: usize, a: &[f32], b: &[f32]) {
     use rayon::prelude::*;
     assert_eq!((a.len(), b.len()), (m * k, k * n), "operand sizes");
+    if m == 0 || n == 0 {
+        return;
+    }
     let slice = k.div_ceil(K_SLICES).max(1);
     let mut parts = vec![0.0f32; K_SLICES * m * n];
     parts
@@ -132,6 +141,10 @@ pub fn backward_and_update(
         (k * o, n * k, n * o, n * k),
         "operand sizes"
     );
+    if n == 0 || k == 0 || o == 0 {
+        // Nothing to compute, and no pointer below may step into an empty buffer.
+        return;
+    }
     let dx = Shared(dx.as_mut_ptr());
     w.par_chunks_mut(UPDATE_ROWS * o)
         .enumerate()

@@ -183,7 +183,9 @@ impl Cnn {
 }
 
 /// Mean categorical cross-entropy of `logits` against integer labels: the
-/// one loss of this tool, for training, evaluation and the tests alike.
+/// loss of Burn's training step, of `eval` and of the tests' oracle. The host
+/// step ([`crate::host`]) computes the same loss and its gradient in its own
+/// loop, and the tests hold its steps to the ones this loss gives.
 ///
 /// Computed from the logits through log-softmax, as Keras does for a
 /// `Dense(..., activation="softmax")` output in `fit` and `evaluate`, so it

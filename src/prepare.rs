@@ -66,6 +66,8 @@ pub enum PrepareError {
     Decode(String),
     #[error("no digit found: the image is blank")]
     Blank,
+    #[error("the image has no pixels ({width}×{height})")]
+    Empty { width: usize, height: usize },
 }
 
 /// A greyscale picture: `width × height` values, row by row.
@@ -123,6 +125,9 @@ pub fn decode(bytes: &[u8]) -> Result<Grey, PrepareError> {
     image.apply_orientation(orientation);
     let grey = image.to_luma_alpha8();
     let (width, height) = (grey.width() as usize, grey.height() as usize);
+    if width == 0 || height == 0 {
+        return Err(PrepareError::Empty { width, height });
+    }
     let pixels = grey
         .pixels()
         .map(|p| {
@@ -608,6 +613,9 @@ mod tests {
 
     #[test]
     fn what_is_not_an_image_is_named_so() {
+        // A PGM of 0×0 pixels decodes; it is refused rather than measured.
+        let err = decode(b"P5\n0 0\n255\n").unwrap_err();
+        assert!(matches!(err, PrepareError::Empty { .. }), "{err}");
         let err = decode(b"just some text, no image").unwrap_err();
         assert!(matches!(err, PrepareError::UnknownFormat), "{err}");
         // A PNG signature followed by garbage: recognised, not decodable.

@@ -56,6 +56,9 @@ impl TrainConfig {
     pub const MAX_EPOCHS: usize = 100_000;
     /// Largest batch: the whole training set.
     pub const MAX_BATCH_SIZE: usize = 60_000;
+    /// Largest learning rate: far past any that trains (0.01 is the
+    /// tutorial's), and well inside the f32 range the host step computes in.
+    pub const MAX_LEARNING_RATE: f64 = 1000.0;
 
     /// Checks every setting; the error names the first one out of range.
     pub fn validate(&self) -> Result<(), TrainError> {
@@ -80,11 +83,11 @@ impl TrainConfig {
                 format!("1 to {}", Self::MAX_BATCH_SIZE),
             );
         }
-        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+        if !(self.learning_rate > 0.0 && self.learning_rate <= Self::MAX_LEARNING_RATE) {
             return out_of_range(
                 "learning rate",
                 self.learning_rate.to_string(),
-                "a positive number".into(),
+                format!("a positive number up to {}", Self::MAX_LEARNING_RATE),
             );
         }
         Ok(())
@@ -164,6 +167,16 @@ pub enum TrainError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "training diverged in epoch {epoch} (the loss is no longer a number): try a smaller \
+         learning rate; {}",
+        checkpoint_note(.checkpoint)
+    )]
+    Diverged {
+        epoch: usize,
+        /// The last complete checkpoint, if one was saved.
+        checkpoint: Option<std::path::PathBuf>,
+    },
     #[error("interrupted during epoch {epoch}; {}", checkpoint_note(.checkpoint))]
     Interrupted {
         epoch: usize,
@@ -257,50 +270,63 @@ impl Job<'_> {
     /// continuing it would give a model neither run describes.
     pub fn check_resumable(&self, checkpoint: &Checkpoint) -> Result<(), TrainError> {
         let saved = &checkpoint.metadata;
-        let mine = &self.config;
-        let differences = [
+        let mut differences = checkpoint.setting_differences(&self.config);
+        if saved.train_examples != self.data.len() {
+            differences.push(format!(
+                "it was trained on {} images, not {}",
+                saved.train_examples,
+                self.data.len()
+            ));
+        }
+        if saved.train_data_sha256 != self.data_sha256 {
+            differences.push("it was trained on other data (SHA-256 differs)".into());
+        }
+        checkpoint.refuse_if_any(differences)
+    }
+}
+
+impl Checkpoint {
+    /// The part of [`Job::check_resumable`] that needs no data: the settings.
+    /// Checked before the data is even downloaded.
+    pub fn check_settings(&self, config: &TrainConfig) -> Result<(), TrainError> {
+        self.refuse_if_any(self.setting_differences(config))
+    }
+
+    fn setting_differences(&self, mine: &TrainConfig) -> Vec<String> {
+        let saved = &self.metadata;
+        let differ = |what: &str, theirs: String, ours: String| {
+            (theirs != ours).then(|| format!("it was trained with {what} {theirs}, not {ours}"))
+        };
+        [
             (saved.architecture != architecture()).then(|| "it holds another network".into()),
-            (saved.config.batch_size != mine.batch_size).then(|| {
-                format!(
-                    "it was trained with batch size {}, not {}",
-                    saved.config.batch_size, mine.batch_size
-                )
-            }),
-            (saved.config.learning_rate != mine.learning_rate).then(|| {
-                format!(
-                    "it was trained with learning rate {}, not {}",
-                    saved.config.learning_rate, mine.learning_rate
-                )
-            }),
-            (saved.config.seed != mine.seed).then(|| {
-                format!(
-                    "it was trained with seed {}, not {}",
-                    saved.config.seed, mine.seed
-                )
-            }),
-            (saved.config.engine != mine.engine).then(|| {
-                format!(
-                    "it was trained with the {} engine, not {}",
-                    saved.config.engine.name(),
-                    mine.engine.name()
-                )
-            }),
-            (saved.train_examples != self.data.len()).then(|| {
-                format!(
-                    "it was trained on {} images, not {}",
-                    saved.train_examples,
-                    self.data.len()
-                )
-            }),
-            (saved.train_data_sha256 != self.data_sha256)
-                .then(|| "it was trained on other data (SHA-256 differs)".into()),
-        ];
-        let differences: Vec<String> = differences.into_iter().flatten().collect();
+            differ(
+                "batch size",
+                saved.config.batch_size.to_string(),
+                mine.batch_size.to_string(),
+            ),
+            differ(
+                "learning rate",
+                saved.config.learning_rate.to_string(),
+                mine.learning_rate.to_string(),
+            ),
+            differ("seed", saved.config.seed.to_string(), mine.seed.to_string()),
+            differ(
+                "engine",
+                saved.config.engine.name().into(),
+                mine.engine.name().into(),
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    fn refuse_if_any(&self, differences: Vec<String>) -> Result<(), TrainError> {
         if differences.is_empty() {
             Ok(())
         } else {
             Err(TrainError::CannotResume {
-                path: checkpoint.paths.weights.clone(),
+                path: self.paths.weights.clone(),
                 difference: differences.join("; "),
             })
         }
@@ -350,6 +376,14 @@ pub fn train(
                 });
             }
             let (loss, hits) = trainer.step(data, indices, dropout_seeds.random());
+            if !loss.is_finite() {
+                // Saving NaN weights would only replace the last good checkpoint.
+                let saved = save_to.filter(|p| metadata.epochs_done > 0 && p.exists());
+                return Err(TrainError::Diverged {
+                    epoch,
+                    checkpoint: saved.map(|p| p.weights.clone()),
+                });
+            }
             loss_sum += loss * indices.len() as f64;
             correct += hits;
             seen += indices.len();
@@ -588,7 +622,7 @@ mod tests {
                 learning_rate: f64::NAN,
                 ..d
             },
-            "learning rate is NaN; it must be a positive number",
+            "learning rate is NaN; it must be a positive number up to 1000",
         );
     }
 

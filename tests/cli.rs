@@ -219,7 +219,7 @@ fn each_bad_option_is_named_with_its_range_before_any_work() {
         ),
         (
             &["train", "--learning-rate", "-1"],
-            "'--learning-rate <RATE>': must be a positive number",
+            "'--learning-rate <RATE>': must be a positive number up to 1000",
         ),
         (
             &["train", "--limit", "0"],

@@ -479,7 +479,8 @@ fn a_run_stopped_by_ctrl_c_and_resumed_ends_bit_identical() {
     let dir = tempfile::tempdir().unwrap();
     let args = |model: &Path| {
         let mut cmd = mnist_cnn();
-        cmd.args(["train", "--limit", "2000", "--data-dir"])
+        // Epochs long enough (6,000 images) that Ctrl-C lands inside the run.
+        cmd.args(["train", "--limit", "6000", "--data-dir"])
             .arg(common::data_dir())
             .arg("--model")
             .arg(model);
@@ -515,14 +516,27 @@ fn a_run_stopped_by_ctrl_c_and_resumed_ends_bit_identical() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let done = paths.load_metadata::<Metadata>().unwrap().epochs_done;
-    if out.status.code() == Some(130) {
-        assert!(done < 3, "stopped after {done} epochs");
-    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "not stopped by Ctrl-C: {stderr}"
+    );
+    assert!(done < 3, "stopped after {done} epochs");
 
-    // Other settings than the checkpoint's are refused, naming them.
+    // Other settings than the checkpoint's are refused, naming them, before
+    // any work: here the data folder is empty and no mirror is given.
+    let empty = tempfile::tempdir().unwrap();
     let refused = mnist_cnn()
-        .args(["train", "--resume", "--batch-size", "64", "--data-dir"])
-        .arg(common::data_dir())
+        .args([
+            "train",
+            "--resume",
+            "--no-default-mirrors",
+            "--batch-size",
+            "64",
+            "--data-dir",
+        ])
+        .arg(empty.path())
         .arg("--model")
         .arg(&stopped)
         .output()
@@ -530,6 +544,7 @@ fn a_run_stopped_by_ctrl_c_and_resumed_ends_bit_identical() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
     assert!(stderr.contains("batch size 32, not 64"), "{stderr}");
+    assert!(!stderr.contains("downloading"), "{stderr}");
 
     // Resumed with no options repeated: the checkpoint's are used.
     let out = mnist_cnn()

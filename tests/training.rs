@@ -227,3 +227,39 @@ fn every_parameter_is_trained_by_either_engine() {
         }
     }
 }
+
+#[test]
+fn a_run_whose_loss_is_no_longer_a_number_stops_and_keeps_the_last_good_checkpoint() {
+    let device = backend::device();
+    let train_set = subset(Part::Train, 320);
+    let dir = tempfile::tempdir().unwrap();
+    let paths = ModelPaths::new(&dir.path().join("m"));
+    train::train(&job(&train_set, 1), None, &device, Some(&paths), &mut ()).unwrap();
+    let good = weights(&paths.load_weights(&device).unwrap());
+    // Weights gone to NaN, as a diverging run's do.
+    let mut checkpoint = Checkpoint::load(&paths, &device).unwrap();
+    let mut params = checkpoint.model.parameters();
+    params[5].1[0] = f32::NAN;
+    checkpoint.model = Cnn::from_parameters(params, &device.clone().autodiff());
+    match train::train(
+        &job(&train_set, 2),
+        Some(checkpoint),
+        &device,
+        Some(&paths),
+        &mut (),
+    ) {
+        Err(e @ TrainError::Diverged { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains("diverged in epoch 2"), "{message}");
+            assert!(message.contains("try a smaller learning rate"), "{message}");
+            assert!(message.contains("m.bpk"), "{message}");
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("trained on with NaN weights"),
+    }
+    assert!(
+        weights(&paths.load_weights(&device).unwrap()) == good,
+        "checkpoint replaced"
+    );
+    assert_eq!(paths.load_metadata::<Metadata>().unwrap().epochs_done, 1);
+}
