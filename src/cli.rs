@@ -651,13 +651,16 @@ impl train::Progress for Curves<'_> {
 /// A few words on the model stored at `paths`, from its metadata.
 fn describe(paths: &ModelPaths) -> String {
     match paths.load_metadata::<Metadata>() {
-        Ok(m) => match m.test {
-            Some(t) => format!(
-                "a model of {} epochs (test accuracy {:.4})",
-                m.epochs_done, t.accuracy
-            ),
-            None => format!("a model of {} epochs", m.epochs_done),
-        },
+        Ok(m) => {
+            let epochs = match m.epochs_done {
+                1 => "1 epoch".to_string(),
+                n => format!("{n} epochs"),
+            };
+            match m.test {
+                Some(t) => format!("a model of {epochs} (test accuracy {:.4})", t.accuracy),
+                None => format!("a model of {epochs}"),
+            }
+        }
         Err(_) => "an earlier model".into(),
     }
 }

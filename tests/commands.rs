@@ -448,7 +448,7 @@ fn the_default_model_lives_in_the_data_folder_and_is_never_lost() {
     let backup = ModelPaths::new(&data.path().join("model.1"));
     assert!(
         stderr.contains(&format!(
-            "{} held a model of 1 epochs (test accuracy {accuracy:.4}); kept it as {}",
+            "{} held a model of 1 epoch (test accuracy {accuracy:.4}); kept it as {}",
             paths.weights.display(),
             backup.weights.display()
         )),
