@@ -92,7 +92,7 @@ pub struct HostNet {
     b1: Vec<f32>,
     /// `[HIDDEN, CLASSES]`.
     w2: Vec<f32>,
-    b2: Vec<f32>,
+    b2: [f32; CLASSES],
     learning_rate: f32,
     images: Vec<f32>,
     features: Vec<f32>,
@@ -115,7 +115,7 @@ impl HostNet {
             w1: w1.1,
             b1: b1.1,
             w2: w2.1,
-            b2: b2.1,
+            b2: b2.1.try_into().expect("one output bias per class"),
             learning_rate: learning_rate as f32,
             images: Vec::new(),
             features: Vec::new(),
@@ -139,7 +139,7 @@ impl HostNet {
                 (vec![FEATURES, HIDDEN], self.w1.clone()),
                 (vec![HIDDEN], self.b1.clone()),
                 (vec![HIDDEN, CLASSES], self.w2.clone()),
-                (vec![CLASSES], self.b2.clone()),
+                (vec![CLASSES], self.b2.to_vec()),
             ],
             device,
         )
@@ -258,11 +258,7 @@ impl HostNet {
     fn input(&mut self, images: &Images, indices: &[usize]) -> Input {
         let mut pixels = std::mem::take(&mut self.images);
         pixels.clear();
-        pixels.extend(
-            indices
-                .iter()
-                .flat_map(|&i| images.image(i).iter().map(|&p| p as f32 / 255.0)),
-        );
+        images.scaled_into(indices, &mut pixels);
         Input {
             images: pixels,
             n: indices.len(),
@@ -289,7 +285,7 @@ impl HostNet {
 
     /// The output layer for one row of hidden activations.
     fn logits_row(&self, hidden: &[f32]) -> [f32; CLASSES] {
-        let mut logits: [f32; CLASSES] = self.b2.clone().try_into().expect("ten biases");
+        let mut logits = self.b2;
         for (&h, w_row) in hidden.iter().zip(self.w2.chunks_exact(CLASSES)) {
             for (l, &w) in logits.iter_mut().zip(w_row) {
                 *l += h * w;

@@ -76,6 +76,16 @@ impl Images {
         &self.pixels[index * PIXELS..(index + 1) * PIXELS]
     }
 
+    /// Appends the pixels of the images at `indices` to `out`, scaled to
+    /// [0, 1] as the network takes them (the tutorial's `x / 255`).
+    pub fn scaled_into(&self, indices: &[usize], out: &mut Vec<f32>) {
+        out.extend(
+            indices
+                .iter()
+                .flat_map(|&i| self.image(i).iter().map(|&p| p as f32 / 255.0)),
+        );
+    }
+
     /// Keeps only the first `n` images.
     pub fn truncate(&mut self, n: usize) {
         self.pixels.truncate(n * PIXELS);

@@ -39,10 +39,8 @@ pub struct Batch {
 
 impl Batch {
     pub fn new(images: &Images, indices: &[usize], device: &Device) -> Self {
-        let pixels: Vec<f32> = indices
-            .iter()
-            .flat_map(|&i| images.image(i).iter().map(|&p| p as f32 / 255.0))
-            .collect();
+        let mut pixels = Vec::with_capacity(indices.len() * SIDE * SIDE);
+        images.scaled_into(indices, &mut pixels);
         Self::from_pixels(pixels, indices.len(), device)
     }
 
