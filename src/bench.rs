@@ -12,6 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::arch::{CONV_SIDE, FEATURES, FILTERS, HIDDEN, TAPS};
+use crate::backend::{self, Backend};
 use crate::data::Split;
 use crate::eval;
 use crate::idx::CLASSES;
@@ -34,7 +35,11 @@ pub struct BenchConfig {
 /// The measured figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchResult {
+    /// The backend and, for a GPU, its adapter ([`crate::backend::describe`]).
     pub backend: String,
+    /// Whether the network ran on the host (a CPU backend): the floor, the
+    /// instruction set and the threads describe it only then.
+    pub on_host: bool,
     pub engine: Engine,
     /// The widest instruction set the kernels use here.
     pub simd: String,
@@ -45,10 +50,11 @@ pub struct BenchResult {
     pub ms_per_step: f64,
     /// Seconds a full 60,000-image epoch takes at this rate.
     pub epoch_s: f64,
-    /// The step's matrix products alone, on the same kernels, in ms.
-    pub floor_ms: f64,
+    /// The step's matrix products alone, on the same kernels, in ms (CPU
+    /// backends only).
+    pub floor_ms: Option<f64>,
     /// `ms_per_step / floor_ms`.
-    pub step_over_floor: f64,
+    pub step_over_floor: Option<f64>,
     /// CPU time over wall time × threads during the timed steps.
     pub cpu_utilisation: Option<f64>,
     /// Share of the step per phase (host engine only).
@@ -106,9 +112,11 @@ pub fn run(config: &BenchConfig, train: &Split, test: &Split, device: &Device) -
     eval::evaluate(&model, test, config.eval_batch_size, device);
     let eval_s = started.elapsed().as_secs_f64();
 
-    let floor_ms = floor(config.batch_size).as_secs_f64() * 1000.0;
+    let on_host = Backend::of(device).on_host();
+    let floor_ms = on_host.then(|| floor(config.batch_size).as_secs_f64() * 1000.0);
     BenchResult {
-        backend: crate::backend::NAME.into(),
+        backend: backend::describe(device),
+        on_host,
         engine: config.engine,
         simd: simd().into(),
         threads: rayon::current_num_threads(),
@@ -118,7 +126,7 @@ pub fn run(config: &BenchConfig, train: &Split, test: &Split, device: &Device) -
         ms_per_step,
         epoch_s: 60_000.0 / train_img_per_s,
         floor_ms,
-        step_over_floor: ms_per_step / floor_ms,
+        step_over_floor: floor_ms.map(|floor| ms_per_step / floor),
         cpu_utilisation,
         phases,
         eval_images: test.len(),
@@ -271,23 +279,35 @@ impl BenchResult {
         let cpu = self
             .cpu_utilisation
             .map_or("unknown".into(), |u| format!("{:.0}%", u * 100.0));
-        let mut out = format!(
-            "backend: {} ({} engine, {}, {} threads)\n\
-             train: {:.0} images/s ({:.2} ms per step of {}, {:.1} s per 60,000-image epoch; {} steps)\n\
-             floor: {:.2} ms per step for the step's matrix products alone; step/floor {:.2}\n\
-             CPU utilisation while training: {cpu}\n",
-            self.backend,
-            self.engine.name(),
-            self.simd,
-            self.threads,
+        let mut out = if self.on_host {
+            format!(
+                "backend: {} ({} engine, {}, {} threads)\n",
+                self.backend,
+                self.engine.name(),
+                self.simd,
+                self.threads
+            )
+        } else {
+            format!(
+                "backend: {} ({} engine)\n",
+                self.backend,
+                self.engine.name()
+            )
+        };
+        out.push_str(&format!(
+            "train: {:.0} images/s ({:.2} ms per step of {}, {:.1} s per 60,000-image epoch; {} steps)\n",
             self.train_img_per_s,
             self.ms_per_step,
             self.batch_size,
             self.epoch_s,
             self.train_steps,
-            self.floor_ms,
-            self.step_over_floor,
-        );
+        ));
+        if let (Some(floor), Some(ratio)) = (self.floor_ms, self.step_over_floor) {
+            out.push_str(&format!(
+                "floor: {floor:.2} ms per step for the step's matrix products alone; step/floor {ratio:.2}\n"
+            ));
+        }
+        out.push_str(&format!("CPU utilisation while training: {cpu}\n"));
         if !self.phases.is_empty() {
             let shares: Vec<String> = self
                 .phases

@@ -9,7 +9,7 @@ use anyhow::{Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 
 use mnist_cnn::arch;
-use mnist_cnn::backend;
+use mnist_cnn::backend::{self, Backend};
 use mnist_cnn::bench;
 use mnist_cnn::data::{self, DataError, Part, Split};
 use mnist_cnn::download::{DownloadError, Downloader, MIRROR_ENV, Mirror, Outcome};
@@ -98,6 +98,41 @@ pub struct DataArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BackendArgs {
+    /// Where the network runs: flex or ndarray (CPU), wgpu (GPU), of those
+    /// this build has. [default: wgpu in a build with it, else the CPU backend]
+    #[arg(long, value_name = "NAME", value_parser = Backend::from_name)]
+    pub backend: Option<Backend>,
+}
+
+impl BackendArgs {
+    fn get(&self) -> Backend {
+        self.backend.unwrap_or(Backend::DEFAULT)
+    }
+
+    /// The device to compute on, opened. A GPU is named on stderr: its
+    /// first kernels take a while to compile.
+    fn open(&self) -> Result<burn::tensor::Device> {
+        let device = self.open_quietly()?;
+        if !self.get().on_host() {
+            note(format!("backend: {}", backend::describe(&device)));
+        }
+        Ok(device)
+    }
+
+    fn open_quietly(&self) -> Result<burn::tensor::Device> {
+        self.get().open().map_err(|e| {
+            anyhow!(
+                "{e} (a GPU needs its Vulkan, Metal or DirectX 12 driver; without a GPU, Mesa's \
+                 lavapipe runs the same shaders on the CPU: apt-get install mesa-vulkan-drivers \
+                 libvulkan1; or run on the CPU with --backend {})",
+                Backend::HOST.name()
+            )
+        })
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct MirrorArgs {
     /// Mirror to try before the public ones: an http(s) URL, a folder or a
     /// file:// URL holding the .gz files. Repeatable. MNIST_MIRROR adds more.
@@ -145,6 +180,8 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
     pub mirror: MirrorArgs,
     #[command(flatten)]
     pub model: ModelArgs,
@@ -166,8 +203,9 @@ pub struct TrainArgs {
     /// Continue the model at --model from its last complete epoch, up to --epochs.
     #[arg(long)]
     pub resume: bool,
-    /// How each SGD step is computed: host (the fast path) or burn (Burn's
-    /// autodiff and SGD; the reference). [default: host; with --resume, the checkpoint's]
+    /// How each SGD step is computed: host (the fast path, CPU only) or burn
+    /// (Burn's autodiff and SGD; the reference). [default: host on a CPU
+    /// backend, burn on a GPU; with --resume, the checkpoint's]
     #[arg(long, value_name = "ENGINE", value_parser = engine)]
     pub engine: Option<Engine>,
     /// Evaluate on the test images after every epoch, as Keras's
@@ -182,6 +220,8 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
     pub model: ModelArgs,
     /// Images per evaluation batch.
     #[arg(long, default_value_t = 128, value_name = "N", value_parser = in_range(1, MAX_EVAL_BATCH))]
@@ -195,6 +235,8 @@ pub struct EvalArgs {
 pub struct PredictArgs {
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     #[command(flatten)]
     pub model: ModelArgs,
     /// Pictures of one digit each: PNG, JPEG, BMP or PGM/PPM/PBM, any size and
@@ -240,6 +282,8 @@ pub struct ShowArgs {
 pub struct MisclassifiedArgs {
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     #[command(flatten)]
     pub model: ModelArgs,
     /// How many misclassified images to show, chosen at random.
@@ -306,6 +350,8 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
     pub mirror: MirrorArgs,
     /// Timed training steps.
     #[arg(long, default_value_t = 300, value_name = "N", value_parser = in_range(1, 100_000))]
@@ -320,9 +366,10 @@ pub struct BenchArgs {
     /// Images per evaluation batch.
     #[arg(long, default_value_t = 128, value_name = "N", value_parser = in_range(1, MAX_EVAL_BATCH))]
     pub eval_batch_size: usize,
-    /// How each SGD step is computed: host (the fast path) or burn (the reference).
-    #[arg(long, default_value = "host", value_name = "ENGINE", value_parser = engine)]
-    pub engine: Engine,
+    /// How each SGD step is computed: host (the fast path, CPU only) or burn
+    /// (the reference). [default: host on a CPU backend, burn on a GPU]
+    #[arg(long, value_name = "ENGINE", value_parser = engine)]
+    pub engine: Option<Engine>,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     pub json: bool,
@@ -478,7 +525,8 @@ fn available_memory() -> Option<u64> {
 
 fn train_cmd(args: &TrainArgs) -> Result<()> {
     let dir = &args.data.data_dir;
-    let device = backend::device();
+    let backend = args.backend.get();
+    let device = args.backend.open_quietly()?;
     // Everything that can be wrong with the options or the model location
     // is found before any download, loading or training.
     let paths = args.model.paths(&args.data);
@@ -496,7 +544,13 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
         None
     };
     let saved = checkpoint.as_ref().map(|c| &c.metadata);
-    let defaults = saved.map_or(TrainConfig::DEFAULT, |m| m.config.clone());
+    let defaults = saved.map_or(
+        TrainConfig {
+            engine: Engine::for_backend(backend),
+            ..TrainConfig::DEFAULT
+        },
+        |m| m.config.clone(),
+    );
     let config = TrainConfig {
         epochs: args.epochs.unwrap_or(defaults.epochs),
         batch_size: args.batch_size.unwrap_or(defaults.batch_size),
@@ -508,6 +562,13 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
     if let Some(checkpoint) = &checkpoint {
         checkpoint.check_settings(&config)?;
     }
+    config.check_backend(backend).map_err(|e| {
+        if args.resume {
+            anyhow!("{e} (the model was trained with the host engine: resume it on a CPU backend)")
+        } else {
+            e.into()
+        }
+    })?;
     check_memory(
         "--batch-size",
         config.batch_size,
@@ -554,12 +615,12 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
             config.epochs
         )),
         None => term::print_lossy(format_args!(
-            "Training on {} images, batch size {}, SGD learning rate {}, seed {} ({} backend, {} engine)",
+            "Training on {} images, batch size {}, SGD learning rate {}, seed {} (backend: {}; {} engine)",
             data.len(),
             config.batch_size,
             config.learning_rate,
             config.seed,
-            backend::NAME,
+            backend::describe(&device),
             config.engine.name()
         )),
     }
@@ -667,6 +728,7 @@ fn describe(paths: &ModelPaths) -> String {
 
 /// The model at `--model` evaluated on the test set.
 fn evaluate_saved(
+    backend: &BackendArgs,
     data: &DataArgs,
     model: &ModelArgs,
     batch_size: usize,
@@ -677,8 +739,8 @@ fn evaluate_saved(
         eval::BYTES_PER_IMAGE,
         "evaluation",
     )?;
-    let device = backend::device();
     let paths = model.paths(data);
+    let device = backend.open()?;
     let cnn = paths
         .load_weights(&device)
         .map_err(|e| model_failed(e, &paths))?;
@@ -688,7 +750,7 @@ fn evaluate_saved(
 }
 
 fn eval_cmd(args: &EvalArgs) -> Result<()> {
-    let (evaluation, _) = evaluate_saved(&args.data, &args.model, args.batch_size)?;
+    let (evaluation, _) = evaluate_saved(&args.backend, &args.data, &args.model, args.batch_size)?;
     if args.json {
         print(serde_json::to_string(&evaluation)?)?;
     } else {
@@ -699,8 +761,8 @@ fn eval_cmd(args: &EvalArgs) -> Result<()> {
 }
 
 fn predict_cmd(args: &PredictArgs) -> Result<()> {
-    let device = backend::device();
     let paths = args.model.paths(&args.data);
+    let device = args.backend.open()?;
     let cnn = paths
         .load_weights(&device)
         .map_err(|e| model_failed(e, &paths))?;
@@ -864,7 +926,8 @@ fn misclassified_cmd(args: &MisclassifiedArgs) -> Result<()> {
     if let Some(sheet) = &args.sheet {
         mnist_cnn::store::check_writable(sheet)?;
     }
-    let (evaluation, test) = evaluate_saved(&args.data, &args.model, args.batch_size)?;
+    let (evaluation, test) =
+        evaluate_saved(&args.backend, &args.data, &args.model, args.batch_size)?;
     let count = (!args.all).then_some(args.count);
     let picked = misclassified::pick(&evaluation, &test, count, args.seed);
     let (total, mistakes) = (picked.total, &picked.mistakes);
@@ -1025,7 +1088,8 @@ fn export_cmd(args: &ExportArgs) -> Result<()> {
     mnist_cnn::store::check_writable(&args.out)?;
     let paths = args.model.paths(&args.data);
     let model = paths
-        .load_weights(&backend::device())
+        // Only read, never computed with: the CPU backend will do.
+        .load_weights(&Backend::HOST.device())
         .map_err(|e| model_failed(e, &paths))?;
     // The training record adds to the file's header; a model without one
     // (copied alone, say) still exports; a damaged one is an error, as in eval.
@@ -1046,6 +1110,15 @@ fn export_cmd(args: &ExportArgs) -> Result<()> {
 }
 
 fn bench_cmd(args: &BenchArgs) -> Result<()> {
+    let engine = args
+        .engine
+        .unwrap_or(Engine::for_backend(args.backend.get()));
+    TrainConfig {
+        engine,
+        ..TrainConfig::DEFAULT
+    }
+    .check_backend(args.backend.get())?;
+    let device = args.backend.open_quietly()?;
     check_memory(
         "--batch-size",
         args.batch_size,
@@ -1075,9 +1148,9 @@ fn bench_cmd(args: &BenchArgs) -> Result<()> {
         batch_size: args.batch_size,
         eval_batch_size: args.eval_batch_size,
         seed: TrainConfig::DEFAULT.seed,
-        engine: args.engine,
+        engine,
     };
-    let result = bench::run(&config, &train, &test, &backend::device());
+    let result = bench::run(&config, &train, &test, &device);
     if args.json {
         print(serde_json::to_string(&result)?)?;
     } else {

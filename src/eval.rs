@@ -5,6 +5,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Serialize;
 
+use crate::backend::Backend;
 use crate::data::Split;
 use crate::host::HostNet;
 use crate::idx::{CLASSES, PIXELS};
@@ -37,20 +38,26 @@ pub struct Evaluation {
     pub predictions: Vec<Prediction>,
 }
 
-/// Runs the model over `data` in batches of `batch_size` (at least 1), on
-/// the host ([`HostNet`], the fast path for CPU backends), with the loss
-/// from the one [`cross_entropy`].
+/// Runs the model over `data` in batches of `batch_size` (at least 1), with
+/// the loss from the one [`cross_entropy`]: on the host ([`HostNet`], the
+/// fast path) for a CPU backend, through the model's own pass on a GPU.
 pub fn evaluate(model: &Cnn, data: &Split, batch_size: usize, device: &Device) -> Evaluation {
-    let mut net = HostNet::new(model, 0.0);
+    let mut host = Backend::of(device)
+        .on_host()
+        .then(|| HostNet::new(model, 0.0));
     let indices: Vec<usize> = (0..data.len()).collect();
     let mut predictions = Vec::with_capacity(data.len());
     let mut loss_sum = 0.0f64;
     let mut confusion = vec![vec![0usize; CLASSES]; CLASSES];
     for chunk in indices.chunks(batch_size.max(1)) {
         let labels: Vec<u8> = chunk.iter().map(|&i| data.labels[i]).collect();
-        let logits = net.logits(&data.images, chunk);
-        let logits =
-            Tensor::<2>::from_data(TensorData::new(logits, [chunk.len(), CLASSES]), device);
+        let logits = match &mut host {
+            Some(net) => {
+                let logits = net.logits(&data.images, chunk);
+                Tensor::<2>::from_data(TensorData::new(logits, [chunk.len(), CLASSES]), device)
+            }
+            None => model.forward(&Batch::new(&data.images, chunk, device), None),
+        };
         let loss = cross_entropy(logits.clone(), &labels).into_scalar::<f32>();
         loss_sum += loss as f64 * chunk.len() as f64;
         let probs = softmax(logits, 1).into_data();

@@ -2,6 +2,8 @@
 //! look at mistakes) as a library the `mnist-cnn` binary drives.
 //!
 //! One module per concern; each uses only those listed before it:
+//! - [`backend`]: the backends the crate was built with (CPU, and GPU with
+//!   the `wgpu` feature), and which path each takes.
 //! - [`idx`]: the IDX file format.
 //! - [`arch`]: the network's shapes and counts.
 //! - [`block`], [`dense`]: its two fused ops; [`model`]: the network and its loss.
@@ -14,7 +16,6 @@
 //! - [`prepare`]: any picture of a digit made into what the network reads.
 //! - [`eval`], [`train`]: one command each; [`plot`]: the learning curves.
 //! - [`misclassified`], [`export`], [`bench`]: one command each.
-//! - [`backend`]: the CPU backend the crate was built with.
 //!
 //! The library never prints: long work reports through traits
 //! ([`download::Report`], [`train::Progress`]) that the binary implements.

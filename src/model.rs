@@ -13,12 +13,15 @@
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::{log_softmax, relu, softmax};
+use burn::tensor::module::max_pool2d;
+use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::Rng;
 use rand::rngs::SmallRng;
 
-use crate::arch::{DROPOUT, FEATURES, FILTERS, HIDDEN, KERNEL, TAPS};
+use crate::arch::{DROPOUT, FEATURES, FILTERS, HIDDEN, KERNEL, POOL, TAPS};
+use crate::backend::Backend;
 use crate::idx::{CLASSES, Images, SIDE};
 use crate::{block, dense};
 
@@ -90,7 +93,16 @@ impl Cnn {
 
     /// Logits `[n, 10]`. `dropout_seed` is given while training (it fixes
     /// the dropout mask, see [`block::dropout_keep`]) and `None` for inference.
+    ///
+    /// On a CPU backend the pass takes the fused ops; on a GPU, Burn's
+    /// stock layers ([`Cnn::stock_forward`]) with the same dropout mask.
     pub fn forward(&self, batch: &Batch, dropout_seed: Option<u64>) -> Tensor<2> {
+        let device = batch.images.device();
+        if !Backend::of(&device).on_host() {
+            let n = batch.images.dims()[0];
+            let mask = dropout_seed.map(|seed| dropout_mask(seed, n, &device));
+            return self.stock_forward(batch.images.clone(), mask);
+        }
         let n = batch.images.dims()[0];
         let features = block::conv_block(
             batch.images.clone(),
@@ -104,6 +116,30 @@ impl Cnn {
             self.hidden_bias(),
         );
         self.output.forward(hidden)
+    }
+
+    /// The pooled feature map `[n, 32, 25, 25]` (channels first) from Burn's
+    /// `conv2d`, `relu` and `max_pool2d`, with the convolution's output shape.
+    pub(crate) fn stock_features(&self, images: Tensor<3>) -> (Tensor<4>, [usize; 4]) {
+        let conv = self.conv.forward(images.unsqueeze_dim(1));
+        let conv_dims = conv.dims();
+        let pool = MaxPoolOptions::new([POOL, POOL]).with_stride([1, 1]);
+        (max_pool2d(relu(conv), pool), conv_dims)
+    }
+
+    /// Logits from Burn's stock layers alone, which any backend runs: the
+    /// pass on a GPU, and what the tests hold the fused pass to. The
+    /// features are multiplied by `mask` (`[n, 20000]` in Keras's flatten
+    /// order, see [`dropout_mask`]) when given.
+    pub fn stock_forward(&self, images: Tensor<3>, mask: Option<Tensor<2>>) -> Tensor<2> {
+        let n = images.dims()[0];
+        let (pooled, _) = self.stock_features(images);
+        let flat = pooled.permute([0, 2, 3, 1]).reshape([n, FEATURES]);
+        let flat = match mask {
+            Some(mask) => flat * mask,
+            None => flat,
+        };
+        self.output.forward(relu(self.hidden.forward(flat)))
     }
 
     fn hidden_bias(&self) -> Tensor<1> {
@@ -198,6 +234,17 @@ pub fn cross_entropy(logits: Tensor<2>, labels: &[u8]) -> Tensor<1> {
     (log_softmax(logits, 1) * targets).sum().neg() / n as f64
 }
 
+/// The dropout multipliers the fused block applies for `seed` (see
+/// [`block::dropout_keep`]), as `[n, 20000]` in Keras's flatten order: so
+/// that the stock pass drops the very same features.
+pub fn dropout_mask(seed: u64, n: usize, device: &Device) -> Tensor<2> {
+    let mut mask = vec![0.0f32; n * FEATURES];
+    for (image, values) in mask.chunks_mut(FEATURES).enumerate() {
+        block::dropout_keep(DROPOUT, seed, image, values);
+    }
+    Tensor::from_data(TensorData::new(mask, [n, FEATURES]), device)
+}
+
 /// Glorot-uniform: U(-l, l) with l = sqrt(6 / (fan_in + fan_out)), as Keras.
 fn glorot<const D: usize>(
     rng: &mut SmallRng,
@@ -212,59 +259,6 @@ fn glorot<const D: usize>(
     Param::from_data(TensorData::new(values, shape), device)
 }
 
-/// The same network built from Burn's stock layers, for the tests to hold
-/// the fast path to.
-#[cfg(test)]
-pub(crate) mod reference {
-    use super::*;
-    use crate::arch::{CONV_SIDE, POOL, POOL_SIDE};
-    use burn::tensor::activation::relu;
-    use burn::tensor::module::max_pool2d;
-    use burn::tensor::ops::MaxPoolOptions;
-
-    /// The pooled feature map `[n, 32, 25, 25]` (channels first) from
-    /// `conv2d`, `relu` and `max_pool2d`, with the conv output's shape.
-    pub fn features(model: &Cnn, images: Tensor<3>) -> (Tensor<4>, [usize; 4]) {
-        let conv = model.conv.forward(images.unsqueeze_dim(1));
-        let conv_dims = conv.dims();
-        let pool = MaxPoolOptions::new([POOL, POOL]).with_stride([1, 1]);
-        (max_pool2d(relu(conv), pool), conv_dims)
-    }
-
-    /// Logits from the stock layers, the features multiplied by `mask`
-    /// (`[n, 20000]` in Keras's flatten order) when given.
-    pub fn forward(model: &Cnn, images: Tensor<3>, mask: Option<Tensor<2>>) -> Tensor<2> {
-        let n = images.dims()[0];
-        let (pooled, conv_dims) = features(model, images);
-        assert_eq!(conv_dims, [n, FILTERS, CONV_SIDE, CONV_SIDE]);
-        assert_eq!(pooled.dims(), [n, FILTERS, POOL_SIDE, POOL_SIDE]);
-        let flat = pooled.permute([0, 2, 3, 1]).reshape([n, FEATURES]);
-        let flat = match mask {
-            Some(mask) => flat * mask,
-            None => flat,
-        };
-        model.output.forward(relu(model.hidden.forward(flat)))
-    }
-
-    /// The dropout multipliers the fast path uses for `seed`, as `[n, 20000]`.
-    pub fn dropout_mask(seed: u64, n: usize, device: &Device) -> Tensor<2> {
-        let mut mask = vec![0.0f32; n * FEATURES];
-        for (image, values) in mask.chunks_mut(FEATURES).enumerate() {
-            block::dropout_keep(DROPOUT, seed, image, values);
-        }
-        Tensor::from_data(TensorData::new(mask, [n, FEATURES]), device)
-    }
-
-    /// The parameters of each layer (conv, hidden, output).
-    pub fn layer_params(model: &Cnn) -> [usize; 3] {
-        [
-            model.conv.num_params(),
-            model.hidden.num_params(),
-            model.output.num_params(),
-        ]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,8 +267,17 @@ mod tests {
     use burn::tensor::Distribution;
     use rand::SeedableRng;
 
+    /// The parameters of each layer (conv, hidden, output).
+    fn layer_params(model: &Cnn) -> [usize; 3] {
+        [
+            model.conv.num_params(),
+            model.hidden.num_params(),
+            model.output.num_params(),
+        ]
+    }
+
     fn model(seed: u64) -> (Cnn, Device) {
-        let device = crate::backend::device();
+        let device = Backend::HOST.device();
         (
             Cnn::new(&device, &mut SmallRng::seed_from_u64(seed)),
             device,
@@ -285,14 +288,14 @@ mod tests {
     fn the_layers_have_the_summarys_shapes_and_parameters() {
         let (model, device) = model(1);
         assert_eq!(model.num_params(), PARAMETERS);
-        let params = reference::layer_params(&model);
+        let params = layer_params(&model);
         let layers = arch::layers();
         assert_eq!(
             params,
             [layers[0].params, layers[4].params, layers[5].params]
         );
         let images = Tensor::<3>::random([2, SIDE, SIDE], Distribution::Default, &device);
-        let (pooled, conv) = reference::features(&model, images.clone());
+        let (pooled, conv) = model.stock_features(images.clone());
         // Keras lists channels last.
         assert_eq!(
             conv[1..],
@@ -314,8 +317,8 @@ mod tests {
         };
         for seed in [None, Some(3)] {
             let fast = values(model.forward(&batch, seed));
-            let mask = seed.map(|seed| reference::dropout_mask(seed, 16, &device));
-            let slow = values(reference::forward(&model, images.clone(), mask));
+            let mask = seed.map(|seed| dropout_mask(seed, 16, &device));
+            let slow = values(model.stock_forward(images.clone(), mask));
             assert!(slow.iter().any(|&v| v.abs() > 1e-3), "degenerate output");
             assert_close(&fast, &slow, &format!("dropout seed {seed:?}"));
         }
@@ -323,22 +326,22 @@ mod tests {
 
     #[test]
     fn dropout_drops_a_quarter_and_rescales_the_rest() {
-        let device = crate::backend::device();
-        let mask = values(reference::dropout_mask(5, 32, &device));
+        let device = Backend::HOST.device();
+        let mask = values(dropout_mask(5, 32, &device));
         let dropped = mask.iter().filter(|&&v| v == 0.0).count() as f64 / mask.len() as f64;
         assert!((dropped - 0.25).abs() < 0.005, "dropped {dropped}");
         assert!(
             mask.iter()
                 .all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6)
         );
-        assert_ne!(mask, values(reference::dropout_mask(6, 32, &device)));
+        assert_ne!(mask, values(dropout_mask(6, 32, &device)));
         // Images get different masks within one batch.
         assert_ne!(mask[..FEATURES], mask[FEATURES..2 * FEATURES]);
     }
 
     #[test]
     fn the_loss_is_the_mean_negative_log_probability_of_the_label() {
-        let device = crate::backend::device();
+        let device = Backend::HOST.device();
         let logits = [[2.0f32, -1.0, 0.5], [0.0, 0.0, 120.0]];
         let labels = [0u8, 1];
         let mut padded = vec![0.0f32; 2 * CLASSES];

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::arch::{PARAMETERS, architecture};
+use crate::backend::Backend;
 use crate::data::Split;
 use crate::eval::evaluate;
 use crate::host::{HostNet, Phases};
@@ -92,6 +93,17 @@ impl TrainConfig {
         }
         Ok(())
     }
+
+    /// Refuses an engine that cannot run on `backend`: the host engine
+    /// computes on the CPU, so a GPU backend trains with Burn's.
+    pub fn check_backend(&self, backend: Backend) -> Result<(), TrainError> {
+        if self.engine == Engine::Host && !backend.on_host() {
+            return Err(TrainError::EngineOffHost {
+                backend: backend.name(),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl Default for TrainConfig {
@@ -160,6 +172,11 @@ pub enum TrainError {
     },
     #[error("no training examples")]
     NoData,
+    #[error(
+        "the host engine computes on the CPU and cannot train on the {backend} backend: \
+         use the burn engine there, or a CPU backend"
+    )]
+    EngineOffHost { backend: &'static str },
     #[error("cannot resume from {}: {difference}", path.display())]
     CannotResume {
         path: std::path::PathBuf,
@@ -251,7 +268,7 @@ pub struct Validation<'a> {
 pub const VALIDATION_BATCH: usize = 128;
 
 impl Job<'_> {
-    fn fresh_metadata(&self) -> Metadata {
+    fn fresh_metadata(&self, backend: Backend) -> Metadata {
         Metadata {
             architecture: architecture(),
             parameters: PARAMETERS,
@@ -260,7 +277,7 @@ impl Job<'_> {
             epochs_done: 0,
             history: Vec::new(),
             train_data_sha256: self.data_sha256.clone(),
-            backend: crate::backend::NAME.into(),
+            backend: backend.name().into(),
             test: None,
             validation_data: None,
         }
@@ -346,6 +363,7 @@ pub fn train(
 ) -> Result<(Cnn, Metadata), TrainError> {
     let config = &job.config;
     config.validate()?;
+    config.check_backend(Backend::of(device))?;
     if job.data.is_empty() {
         return Err(TrainError::NoData);
     }
@@ -357,7 +375,10 @@ pub fn train(
             metadata.test = None;
             (Trainer::resume(checkpoint.model, config, device), metadata)
         }
-        None => (Trainer::new(config, device), job.fresh_metadata()),
+        None => (
+            Trainer::new(config, device),
+            job.fresh_metadata(Backend::of(device)),
+        ),
     };
     let data = job.data;
     let steps = data.len().div_ceil(config.batch_size);
@@ -448,13 +469,23 @@ pub enum Engine {
     /// the backward pass. For the CPU backends; the fast one.
     #[default]
     Host,
-    /// Burn's autodiff (with the fused ops) and Burn's SGD optimiser: the
-    /// stock path, which any backend runs.
+    /// Burn's autodiff and Burn's SGD optimiser, with the fused ops on a CPU
+    /// backend and Burn's stock layers on a GPU: the path any backend runs.
     Burn,
 }
 
 impl Engine {
     pub const NAMES: [&str; 2] = ["host", "burn"];
+
+    /// The engine a new run on `backend` takes: the host step on a CPU,
+    /// Burn's on a GPU.
+    pub fn for_backend(backend: Backend) -> Self {
+        if backend.on_host() {
+            Engine::Host
+        } else {
+            Engine::Burn
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -592,7 +623,7 @@ pub fn count_correct(logits: Tensor<2>, labels: &[u8]) -> usize {
 mod tests {
     use super::*;
     use crate::idx;
-    use crate::model::reference;
+    use crate::model::dropout_mask;
     use crate::test_util::{max_diff, params};
 
     #[test]
@@ -661,7 +692,7 @@ mod tests {
     }
 
     fn check_one_step(config: &TrainConfig, data: &Split, indices: &[usize], labels: &[u8]) {
-        let device = crate::backend::device();
+        let device = Backend::HOST.device();
         let autodiff = device.clone().autodiff();
         let n = indices.len();
         let start = Cnn::new(&autodiff, &mut SmallRng::seed_from_u64(config.seed));
@@ -670,8 +701,8 @@ mod tests {
         trainer.step(data, indices, dropout_seed);
 
         let batch = Batch::new(&data.images, indices, &autodiff);
-        let mask = reference::dropout_mask(dropout_seed, n, &autodiff);
-        let logits = reference::forward(&start, batch.images, Some(mask));
+        let mask = dropout_mask(dropout_seed, n, &autodiff);
+        let logits = start.stock_forward(batch.images, Some(mask));
         let loss = cross_entropy(logits, labels);
         let grads = GradientsParams::from_grads(loss.backward(), &start);
         let mut sgd = SgdConfig::new().init();

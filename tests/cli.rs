@@ -6,28 +6,8 @@ mod common;
 
 use std::path::Path;
 
-use common::{Fixture, mnist_cnn, real_mnist, serve};
+use common::{Fixture, fails_with, mnist_cnn, real_mnist, serve};
 use std::process::Command;
-
-/// Runs and checks a failure: non-zero exit, one `error:` line, no panic.
-/// Returns all of stderr.
-fn fails_with(cmd: &mut Command, needle: &str) -> String {
-    let out = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "should fail: {stderr}");
-    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    let error_lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(error_lines.len(), 1, "{stderr}");
-    assert!(
-        error_lines[0].contains(needle),
-        "{:?} lacks {needle:?}",
-        error_lines[0]
-    );
-    stderr
-}
 
 /// Runs and checks a success; returns stdout and stderr.
 fn succeeds(cmd: &mut Command) -> (String, String) {
@@ -243,6 +223,27 @@ fn each_bad_option_is_named_with_its_range_before_any_work() {
         mnist_cnn().args(["train", "--epochs", "many"]),
         "invalid value 'many'",
     );
+}
+
+#[test]
+fn a_backend_this_build_lacks_is_named_with_the_feature_that_brings_it() {
+    let dir = no_data();
+    for command in ["train", "eval", "misclassified", "bench"] {
+        fails_with(
+            mnist_cnn()
+                .args([command, "--backend", "tpu", "--data-dir"])
+                .arg(dir.path()),
+            "'--backend <NAME>': must be one of: ",
+        );
+    }
+    #[cfg(not(feature = "wgpu"))]
+    fails_with(
+        mnist_cnn()
+            .args(["train", "--backend", "wgpu", "--data-dir"])
+            .arg(dir.path()),
+        "this build has no wgpu backend (it has: flex); build with `--features wgpu`",
+    );
+    assert_eq!(entries(dir.path()), 0, "nothing was downloaded or written");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use mnist_cnn::data::{self, Part, Split};
 use mnist_cnn::model::Batch;
 use mnist_cnn::store::ModelPaths;
 use mnist_cnn::train::{self, Checkpoint, Engine, Job, Metadata, TrainConfig, TrainError};
-use mnist_cnn::{backend, eval, model::Cnn};
+use mnist_cnn::{backend::Backend, eval, model::Cnn};
 
 fn subset(part: Part, n: usize) -> Split {
     let mut split = data::load(common::data_dir(), part).unwrap();
@@ -61,7 +61,7 @@ fn training_with_burns_own_step_really_learns() {
 }
 
 fn learns_with(engine: Engine) {
-    let device = backend::device();
+    let device = Backend::HOST.device();
     let train_set = subset(Part::Train, 4000);
     let held_out = subset(Part::Test, 1000);
     let mut job = job(&train_set, 2);
@@ -81,7 +81,7 @@ fn learns_with(engine: Engine) {
 
 #[test]
 fn the_same_seed_gives_the_same_losses_and_weights() {
-    let device = backend::device();
+    let device = Backend::HOST.device();
     let train_set = subset(Part::Train, 320);
     let dir = tempfile::tempdir().unwrap();
     let run = |seed: u64, name: &str| {
@@ -103,7 +103,7 @@ fn the_same_seed_gives_the_same_losses_and_weights() {
 
 #[test]
 fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
-    let device = backend::device();
+    let device = Backend::HOST.device();
     let train_set = subset(Part::Train, 2000);
     let dir = tempfile::tempdir().unwrap();
     let straight = ModelPaths::new(&dir.path().join("straight"));
@@ -138,7 +138,7 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
 
 #[test]
 fn resuming_with_other_settings_or_data_is_refused_naming_them() {
-    let device = backend::device();
+    let device = Backend::HOST.device();
     let train_set = subset(Part::Train, 320);
     let dir = tempfile::tempdir().unwrap();
     let paths = ModelPaths::new(&dir.path().join("m"));
@@ -167,7 +167,7 @@ fn resuming_with_other_settings_or_data_is_refused_naming_them() {
 
 #[test]
 fn a_saved_model_loads_with_identical_predictions_and_metadata() {
-    let device = backend::device();
+    let device = Backend::HOST.device();
     let train_set = subset(Part::Train, 320);
     let dir = tempfile::tempdir().unwrap();
     let paths = ModelPaths::new(&dir.path().join("model"));
@@ -197,7 +197,7 @@ fn a_saved_model_loads_with_identical_predictions_and_metadata() {
 
 #[test]
 fn a_model_of_another_architecture_is_refused() {
-    let device = backend::device();
+    let device = Backend::HOST.device();
     let dir = tempfile::tempdir().unwrap();
     let paths = ModelPaths::new(&dir.path().join("other"));
     let other = burn::nn::LinearConfig::new(784, 10).init(&device);
@@ -210,7 +210,7 @@ fn a_model_of_another_architecture_is_refused() {
 
 #[test]
 fn every_parameter_is_trained_by_either_engine() {
-    let device = backend::device();
+    let device = Backend::HOST.device();
     let train_set = subset(Part::Train, 64);
     for engine in [Engine::Host, Engine::Burn] {
         let config = TrainConfig {
@@ -230,7 +230,7 @@ fn every_parameter_is_trained_by_either_engine() {
 
 #[test]
 fn a_run_whose_loss_is_no_longer_a_number_stops_and_keeps_the_last_good_checkpoint() {
-    let device = backend::device();
+    let device = Backend::HOST.device();
     let train_set = subset(Part::Train, 320);
     let dir = tempfile::tempdir().unwrap();
     let paths = ModelPaths::new(&dir.path().join("m"));

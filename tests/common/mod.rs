@@ -34,6 +34,26 @@ pub fn stdout_of(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// Runs and checks a failure: non-zero exit, one `error:` line, no panic.
+/// Returns all of stderr.
+pub fn fails_with(cmd: &mut Command, needle: &str) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "should fail: {stderr}");
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    let error_lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(error_lines.len(), 1, "{stderr}");
+    assert!(
+        error_lines[0].contains(needle),
+        "{:?} lacks {needle:?}",
+        error_lines[0]
+    );
+    stderr
+}
+
 /// The real MNIST .gz files: `../shared/mnist` beside the repository, or the
 /// folder `MNIST_CNN_TEST_DATA` names. The tests that train or download the
 /// real set need them; without them they fail, saying where to put them,
