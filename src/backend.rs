@@ -97,30 +97,19 @@ impl Backend {
         }
     }
 
-    /// The device tensors are created on. For a GPU, [`open`](Self::open)
-    /// says why there is none; this panics then.
-    pub fn device(self) -> Device {
+    /// The device tensors are created on, opened: for a GPU the adapter is
+    /// found and set up now, so that a machine without one gets an error
+    /// rather than a panic at the first tensor.
+    pub fn open(self) -> Result<Device, BackendError> {
         match self {
             #[cfg(feature = "flex")]
-            Backend::Flex => Device::flex(),
+            Backend::Flex => Ok(Device::flex()),
             #[cfg(feature = "ndarray")]
             #[allow(deprecated)]
             // Burn deprecates ndarray in favour of flex; it stays as the design's option.
-            Backend::NdArray => Device::ndarray(),
-            #[cfg(feature = "wgpu")]
-            Backend::Wgpu => open_wgpu().unwrap_or_else(|e| panic!("{e}")),
-        }
-    }
-
-    /// The device, opened: for a GPU, the adapter is found and set up now,
-    /// so that a machine without one gets an error rather than a panic at
-    /// the first tensor.
-    pub fn open(self) -> Result<Device, BackendError> {
-        match self {
+            Backend::NdArray => Ok(Device::ndarray()),
             #[cfg(feature = "wgpu")]
             Backend::Wgpu => open_wgpu(),
-            #[allow(unreachable_patterns)] // The CPU backends have nothing to open.
-            cpu => Ok(cpu.device()),
         }
     }
 
@@ -158,27 +147,49 @@ impl Backend {
     }
 }
 
+/// The device of the CPU backend ([`Backend::HOST`]), which always opens.
+pub fn host_device() -> Device {
+    Backend::HOST
+        .open()
+        .expect("a CPU backend has nothing to open")
+}
+
 /// The backend and, for a GPU, the adapter it runs on: "flex", "wgpu on
-/// llvmpipe (LLVM 15.0.6, 256 bits) through Vulkan". Opens a GPU device.
+/// llvmpipe (LLVM 15.0.6, 256 bits) through Vulkan".
 pub fn describe(device: &Device) -> String {
     let backend = Backend::of(device);
     #[cfg(feature = "wgpu")]
-    if backend == Backend::Wgpu {
-        if let Some(Ok(adapter)) = WGPU_SETUP.get() {
-            return format!("{} on {adapter}", backend.name());
-        }
-        if let Some(identity) = device.identity() {
-            return format!("{} on {}", backend.name(), identity.name);
-        }
+    if let (Backend::Wgpu, Some(Ok(adapter))) = (backend, WGPU_SETUP.get()) {
+        return format!("{} on {}", backend.name(), adapter.description);
     }
     backend.name().to_string()
 }
 
-/// What [`open_wgpu`] found: the adapter and the graphics API it runs
-/// through, or why there is none. Set up once per process: cubecl refuses
-/// a second setup of one device.
+/// The largest buffer, in bytes, the device can hold one tensor in: for
+/// refusing a batch whose tensors will not fit before any work. `None` on
+/// the CPU, whose bound is the memory itself.
+pub fn largest_buffer(device: &Device) -> Option<u64> {
+    #[cfg(feature = "wgpu")]
+    if let (Backend::Wgpu, Some(Ok(adapter))) = (Backend::of(device), WGPU_SETUP.get()) {
+        return Some(adapter.largest_buffer);
+    }
+    let _ = device;
+    None
+}
+
+/// The adapter [`open_wgpu`] set up.
 #[cfg(feature = "wgpu")]
-static WGPU_SETUP: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+struct Adapter {
+    /// Its name and the graphics API it runs through.
+    description: String,
+    /// The largest buffer it takes, in bytes: the bound of any one tensor.
+    largest_buffer: u64,
+}
+
+/// What [`open_wgpu`] found, or why there is none. Set up once per
+/// process: cubecl refuses a second setup of one device.
+#[cfg(feature = "wgpu")]
+static WGPU_SETUP: std::sync::OnceLock<Result<Adapter, String>> = std::sync::OnceLock::new();
 
 /// Sets up wgpu's default adapter: the first graphics API of Vulkan, Metal,
 /// DirectX 12 and OpenGL that has one, a real GPU before a software one.
@@ -189,23 +200,30 @@ fn open_wgpu() -> Result<Device, BackendError> {
     use burn::backend::wgpu::{RuntimeOptions, WgpuDevice, try_init_setup};
 
     let device = WgpuDevice::default();
-    WGPU_SETUP
-        .get_or_init(|| {
-            let setup = try_init_setup::<AutoGraphicsApi>(&device, RuntimeOptions::default())
-                .map_err(|e| e.to_string())?;
-            let api = match setup.backend {
-                Api::Vulkan => "Vulkan".to_string(),
-                Api::Metal => "Metal".to_string(),
-                Api::Dx12 => "DirectX 12".to_string(),
-                Api::Gl => "OpenGL".to_string(),
-                other => format!("{other:?}"),
-            };
-            Ok(format!("{} through {api}", setup.adapter.get_info().name))
+    let setup = WGPU_SETUP.get_or_init(|| {
+        let setup = try_init_setup::<AutoGraphicsApi>(&device, RuntimeOptions::default())
+            .map_err(|e| e.to_string())?;
+        let api = match setup.backend {
+            Api::Vulkan => "Vulkan".to_string(),
+            Api::Metal => "Metal".to_string(),
+            Api::Dx12 => "DirectX 12".to_string(),
+            Api::Gl => "OpenGL".to_string(),
+            other => format!("{other:?}"),
+        };
+        // The bound cubecl itself allocates within.
+        let limits = setup.device.limits();
+        Ok(Adapter {
+            description: format!("{} through {api}", setup.adapter.get_info().name),
+            largest_buffer: limits
+                .max_storage_buffer_binding_size
+                .min(limits.max_buffer_size),
         })
-        .clone()
-        .map_err(|reason| BackendError::NoDevice {
+    });
+    match setup {
+        Ok(_) => Ok(Device::new(device)),
+        Err(reason) => Err(BackendError::NoDevice {
             backend: Backend::Wgpu.name(),
-            reason,
-        })?;
-    Ok(Device::new(device))
+            reason: reason.clone(),
+        }),
+    }
 }

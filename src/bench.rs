@@ -38,7 +38,7 @@ pub struct BenchResult {
     /// The backend and, for a GPU, its adapter ([`crate::backend::describe`]).
     pub backend: String,
     /// Whether the network ran on the host (a CPU backend): the floor, the
-    /// instruction set and the threads describe it only then.
+    /// instruction set, the threads and the CPU utilisation describe it only then.
     pub on_host: bool,
     pub engine: Engine,
     /// The widest instruction set the kernels use here.
@@ -307,7 +307,9 @@ impl BenchResult {
                 "floor: {floor:.2} ms per step for the step's matrix products alone; step/floor {ratio:.2}\n"
             ));
         }
-        out.push_str(&format!("CPU utilisation while training: {cpu}\n"));
+        if self.on_host {
+            out.push_str(&format!("CPU utilisation while training: {cpu}\n"));
+        }
         if !self.phases.is_empty() {
             let shares: Vec<String> = self
                 .phases

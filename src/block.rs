@@ -577,7 +577,7 @@ mod tests {
 
     #[test]
     fn values_and_gradients_match_burns_own_ops() {
-        let device = crate::backend::Backend::HOST.device().autodiff();
+        let device = crate::backend::host_device().autodiff();
         device.seed(3);
         let (n, h, w) = (3, 9, 8);
         let images = Tensor::<3>::random([n, h, w], Distribution::Default, &device);
@@ -623,7 +623,7 @@ mod tests {
 
     #[test]
     fn works_without_autodiff() {
-        let device = crate::backend::Backend::HOST.device();
+        let device = crate::backend::host_device();
         let images = Tensor::<3>::random([2, 6, 7], Distribution::Default, &device);
         let weight = Tensor::<4>::random(
             [FILTERS, 1, KERNEL, KERNEL],

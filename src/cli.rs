@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
+use burn::tensor::Device;
 use clap::{Args, Parser, Subcommand};
 
 use mnist_cnn::arch;
@@ -16,6 +17,7 @@ use mnist_cnn::download::{DownloadError, Downloader, MIRROR_ENV, Mirror, Outcome
 use mnist_cnn::eval::{self, Evaluation};
 use mnist_cnn::idx::{CLASSES, SIDE};
 use mnist_cnn::misclassified;
+use mnist_cnn::model;
 use mnist_cnn::picture;
 use mnist_cnn::plot;
 use mnist_cnn::prepare;
@@ -112,20 +114,26 @@ impl BackendArgs {
 
     /// The device to compute on, opened. A GPU is named on stderr: its
     /// first kernels take a while to compile.
-    fn open(&self) -> Result<burn::tensor::Device> {
-        let device = self.open_quietly()?;
+    fn open(&self) -> Result<Device> {
+        let device = self.open_quietly(self.get())?;
         if !self.get().on_host() {
             note(format!("backend: {}", backend::describe(&device)));
         }
         Ok(device)
     }
 
-    fn open_quietly(&self) -> Result<burn::tensor::Device> {
-        self.get().open().map_err(|e| {
+    /// `backend`'s device, opened; a missing GPU driver is said with what to do.
+    fn open_quietly(&self, backend: Backend) -> Result<Device> {
+        backend.open().map_err(|e| {
+            let lavapipe = if cfg!(target_os = "linux") {
+                "; without a GPU, Mesa's lavapipe runs the same shaders on the CPU: \
+                 apt-get install mesa-vulkan-drivers libvulkan1"
+            } else {
+                ""
+            };
             anyhow!(
-                "{e} (a GPU needs its Vulkan, Metal or DirectX 12 driver; without a GPU, Mesa's \
-                 lavapipe runs the same shaders on the CPU: apt-get install mesa-vulkan-drivers \
-                 libvulkan1; or run on the CPU with --backend {})",
+                "{e} (a GPU needs its Vulkan, Metal or DirectX 12 driver{lavapipe}; or run on \
+                 the CPU with --backend {})",
                 Backend::HOST.name()
             )
         })
@@ -500,6 +508,25 @@ fn check_memory(option: &str, batch: usize, bytes_per_image: usize, work: &str) 
     Ok(())
 }
 
+/// Refuses a batch whose largest tensor would not fit in one of the GPU's
+/// buffers (wgpu would fail the allocation halfway, with a panic).
+fn check_device_batch(option: &str, batch: usize, device: &Device) -> Result<()> {
+    let Some(largest) = backend::largest_buffer(device) else {
+        return Ok(());
+    };
+    let per_image = model::STOCK_TENSOR_BYTES_PER_IMAGE as u64;
+    if batch as u64 * per_image > largest {
+        bail!(
+            "{option} {batch} needs tensors of {:.1} GB on the GPU, whose buffers take at most \
+             {:.1} GB (try {option} {} or less)",
+            (batch as u64 * per_image) as f64 / 1e9,
+            largest as f64 / 1e9,
+            largest / per_image
+        );
+    }
+    Ok(())
+}
+
 /// Memory this process can still take, in bytes: the least of the
 /// system's available memory, the process's address-space limit
 /// (`ulimit -v`) and its cgroup's limit (containers). Linux only.
@@ -525,25 +552,33 @@ fn available_memory() -> Option<u64> {
 
 fn train_cmd(args: &TrainArgs) -> Result<()> {
     let dir = &args.data.data_dir;
-    let backend = args.backend.get();
-    let device = args.backend.open_quietly()?;
     // Everything that can be wrong with the options or the model location
     // is found before any download, loading or training.
     let paths = args.model.paths(&args.data);
     paths.check_writable()?;
     paths.remove_stale_temps();
+    // A checkpoint is read on the CPU, and moved once the backend is known.
     let checkpoint = if args.resume {
-        let checkpoint = Checkpoint::load(&paths, &device).map_err(|e| match e {
-            StoreError::Missing { .. } => {
-                anyhow!("{e}: nothing to resume; train without --resume to start a model there")
-            }
-            e => model_failed(e, &paths),
-        })?;
+        let checkpoint =
+            Checkpoint::load(&paths, &backend::host_device()).map_err(|e| match e {
+                StoreError::Missing { .. } => {
+                    anyhow!("{e}: nothing to resume; train without --resume to start a model there")
+                }
+                e => model_failed(e, &paths),
+            })?;
         Some(checkpoint)
     } else {
         None
     };
     let saved = checkpoint.as_ref().map(|c| &c.metadata);
+    // The host engine, asked for or the checkpoint's, runs on the CPU: unless
+    // told otherwise, that is where it trains, GPU in the build or not.
+    let engine = args.engine.or(saved.map(|m| m.config.engine));
+    let backend = match (args.backend.backend, engine) {
+        (Some(backend), _) => backend,
+        (None, Some(Engine::Host)) => Backend::HOST,
+        (None, _) => Backend::DEFAULT,
+    };
     let defaults = saved.map_or(
         TrainConfig {
             engine: Engine::for_backend(backend),
@@ -556,15 +591,18 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
         batch_size: args.batch_size.unwrap_or(defaults.batch_size),
         learning_rate: args.learning_rate.unwrap_or(defaults.learning_rate),
         seed: args.seed.unwrap_or(defaults.seed),
-        engine: args.engine.unwrap_or(defaults.engine),
+        engine: engine.unwrap_or(defaults.engine),
     };
     config.validate()?;
     if let Some(checkpoint) = &checkpoint {
         checkpoint.check_settings(&config)?;
     }
-    config.check_backend(backend).map_err(|e| {
+    config.engine.check_backend(backend).map_err(|e| {
         if args.resume {
-            anyhow!("{e} (the model was trained with the host engine: resume it on a CPU backend)")
+            anyhow!(
+                "{e} (the model was trained with the host engine: resume it with --backend {})",
+                Backend::HOST.name()
+            )
         } else {
             e.into()
         }
@@ -575,6 +613,10 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
         train::BYTES_PER_IMAGE,
         "training",
     )?;
+    let device = args.backend.open_quietly(backend)?;
+    check_device_batch("--batch-size", config.batch_size, &device)?;
+    let checkpoint = checkpoint.map(|c| c.moved_to(&device));
+    let saved = checkpoint.as_ref().map(|c| &c.metadata);
     if let Some(saved) = saved
         && saved.epochs_done >= config.epochs
     {
@@ -609,10 +651,12 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
     term::print_lossy(arch::summary());
     match saved {
         Some(m) => term::print_lossy(format_args!(
-            "Resuming {} after epoch {} of {}",
+            "Resuming {} after epoch {} of {} (backend: {}; {} engine)",
             paths.weights.display(),
             m.epochs_done,
-            config.epochs
+            config.epochs,
+            backend::describe(&device),
+            config.engine.name()
         )),
         None => term::print_lossy(format_args!(
             "Training on {} images, batch size {}, SGD learning rate {}, seed {} (backend: {}; {} engine)",
@@ -726,6 +770,14 @@ fn describe(paths: &ModelPaths) -> String {
     }
 }
 
+/// The model stored at `paths`, read and checked on the CPU: a missing or
+/// damaged model is found before a GPU is opened.
+fn load_model(paths: &ModelPaths) -> Result<mnist_cnn::model::Cnn> {
+    paths
+        .load_weights(&backend::host_device())
+        .map_err(|e| model_failed(e, paths))
+}
+
 /// The model at `--model` evaluated on the test set.
 fn evaluate_saved(
     backend: &BackendArgs,
@@ -740,12 +792,12 @@ fn evaluate_saved(
         "evaluation",
     )?;
     let paths = model.paths(data);
-    let device = backend.open()?;
-    let cnn = paths
-        .load_weights(&device)
-        .map_err(|e| model_failed(e, &paths))?;
+    let cnn = load_model(&paths)?;
     let dir = &data.data_dir;
     let test = data::load(dir, Part::Test).map_err(|e| data_failed(e, dir))?;
+    let device = backend.open()?;
+    check_device_batch("--batch-size", batch_size, &device)?;
+    let cnn = cnn.copied_to(&device);
     Ok((eval::evaluate(&cnn, &test, batch_size, &device), test))
 }
 
@@ -762,10 +814,7 @@ fn eval_cmd(args: &EvalArgs) -> Result<()> {
 
 fn predict_cmd(args: &PredictArgs) -> Result<()> {
     let paths = args.model.paths(&args.data);
-    let device = args.backend.open()?;
-    let cnn = paths
-        .load_weights(&device)
-        .map_err(|e| model_failed(e, &paths))?;
+    let cnn = load_model(&paths)?;
     let prepared: Vec<Result<prepare::Prepared, prepare::PrepareError>> = args
         .images
         .iter()
@@ -776,6 +825,8 @@ fn predict_cmd(args: &PredictArgs) -> Result<()> {
         .flatten()
         .map(|p| p.pixels.clone())
         .collect();
+    let device = args.backend.open()?;
+    let cnn = cnn.copied_to(&device);
     let mut probabilities = eval::classify(&cnn, &inputs, &device).into_iter();
     let mut failed = Vec::new();
     let mut json = Vec::new();
@@ -1087,10 +1138,8 @@ fn plot_cmd(args: &PlotArgs) -> Result<()> {
 fn export_cmd(args: &ExportArgs) -> Result<()> {
     mnist_cnn::store::check_writable(&args.out)?;
     let paths = args.model.paths(&args.data);
-    let model = paths
-        // Only read, never computed with: the CPU backend will do.
-        .load_weights(&Backend::HOST.device())
-        .map_err(|e| model_failed(e, &paths))?;
+    // Only read, never computed with: the CPU will do.
+    let model = load_model(&paths)?;
     // The training record adds to the file's header; a model without one
     // (copied alone, say) still exports; a damaged one is an error, as in eval.
     let metadata = match paths.load_metadata::<Metadata>() {
@@ -1110,15 +1159,9 @@ fn export_cmd(args: &ExportArgs) -> Result<()> {
 }
 
 fn bench_cmd(args: &BenchArgs) -> Result<()> {
-    let engine = args
-        .engine
-        .unwrap_or(Engine::for_backend(args.backend.get()));
-    TrainConfig {
-        engine,
-        ..TrainConfig::DEFAULT
-    }
-    .check_backend(args.backend.get())?;
-    let device = args.backend.open_quietly()?;
+    let backend = args.backend.get();
+    let engine = args.engine.unwrap_or(Engine::for_backend(backend));
+    engine.check_backend(backend)?;
     check_memory(
         "--batch-size",
         args.batch_size,
@@ -1131,6 +1174,9 @@ fn bench_cmd(args: &BenchArgs) -> Result<()> {
         eval::BYTES_PER_IMAGE,
         "evaluation",
     )?;
+    let device = args.backend.open_quietly(backend)?;
+    check_device_batch("--batch-size", args.batch_size, &device)?;
+    check_device_batch("--eval-batch-size", args.eval_batch_size, &device)?;
     let dir = &args.data.data_dir;
     ensure_data(dir, &args.mirror)?;
     let train = data::load(dir, Part::Train).map_err(|e| data_failed(e, dir))?;

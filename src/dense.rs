@@ -262,7 +262,7 @@ mod tests {
     }
 
     fn check_against_burn(n: usize, i: usize, o: usize) {
-        let device = crate::backend::Backend::HOST.device().autodiff();
+        let device = crate::backend::host_device().autodiff();
         device.seed(5);
         let x = Tensor::<2>::random([n, i], Distribution::Normal(0.0, 1.0), &device);
         let scale = (2.0 / (i + o) as f64).sqrt();
@@ -300,7 +300,7 @@ mod tests {
 
     #[test]
     fn works_without_autodiff() {
-        let device = crate::backend::Backend::HOST.device();
+        let device = crate::backend::host_device();
         let x = Tensor::<2>::random([3, 7], Distribution::Normal(0.0, 1.0), &device);
         let w = Tensor::<2>::random([7, 4], Distribution::Normal(0.0, 1.0), &device);
         let b = Tensor::<1>::random([4], Distribution::Default, &device);

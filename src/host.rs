@@ -1,7 +1,7 @@
 //! The network computed on the host, over buffers that live from batch to
 //! batch: the SGD training step (forward pass, loss, backward pass and the
 //! parameter update of one batch) and inference. This is where the weights
-//! change when training runs on a CPU backend, and what `eval` runs; Burn's autodiff and `Optimizer`
+//! change when training runs on a CPU backend, and what `eval` runs there; Burn's autodiff and `Optimizer`
 //! ([`crate::train::Engine::Burn`]) compute the same step, and the tests hold
 //! the two together.
 //!

@@ -20,10 +20,15 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::Rng;
 use rand::rngs::SmallRng;
 
-use crate::arch::{DROPOUT, FEATURES, FILTERS, HIDDEN, KERNEL, POOL, TAPS};
+use crate::arch::{CONV_SIDE, DROPOUT, FEATURES, FILTERS, HIDDEN, KERNEL, POOL, TAPS};
 use crate::backend::Backend;
 use crate::idx::{CLASSES, Images, SIDE};
 use crate::{block, dense};
+
+/// Bytes per image of the largest tensor the stock pass makes (on a GPU):
+/// the convolution's output, 32 × 26 × 26 f32 values. A batch must fit in
+/// one of the device's buffers.
+pub const STOCK_TENSOR_BYTES_PER_IMAGE: usize = FILTERS * CONV_SIDE * CONV_SIDE * 4;
 
 /// The network.
 #[derive(Module, Debug)]
@@ -210,6 +215,11 @@ impl Cnn {
         model
     }
 
+    /// The network with its parameters copied to `device`, of any backend.
+    pub fn copied_to(&self, device: &Device) -> Self {
+        Self::from_parameters(self.parameters(), device)
+    }
+
     /// Class probabilities `[n, 10]` for inference.
     pub fn probabilities(&self, batch: &Batch) -> Tensor<2> {
         softmax(self.forward(batch, None), 1)
@@ -277,7 +287,7 @@ mod tests {
     }
 
     fn model(seed: u64) -> (Cnn, Device) {
-        let device = Backend::HOST.device();
+        let device = crate::backend::host_device();
         (
             Cnn::new(&device, &mut SmallRng::seed_from_u64(seed)),
             device,
@@ -326,7 +336,7 @@ mod tests {
 
     #[test]
     fn dropout_drops_a_quarter_and_rescales_the_rest() {
-        let device = Backend::HOST.device();
+        let device = crate::backend::host_device();
         let mask = values(dropout_mask(5, 32, &device));
         let dropped = mask.iter().filter(|&&v| v == 0.0).count() as f64 / mask.len() as f64;
         assert!((dropped - 0.25).abs() < 0.005, "dropped {dropped}");
@@ -341,7 +351,7 @@ mod tests {
 
     #[test]
     fn the_loss_is_the_mean_negative_log_probability_of_the_label() {
-        let device = Backend::HOST.device();
+        let device = crate::backend::host_device();
         let logits = [[2.0f32, -1.0, 0.5], [0.0, 0.0, 120.0]];
         let labels = [0u8, 1];
         let mut padded = vec![0.0f32; 2 * CLASSES];

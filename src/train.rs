@@ -93,17 +93,6 @@ impl TrainConfig {
         }
         Ok(())
     }
-
-    /// Refuses an engine that cannot run on `backend`: the host engine
-    /// computes on the CPU, so a GPU backend trains with Burn's.
-    pub fn check_backend(&self, backend: Backend) -> Result<(), TrainError> {
-        if self.engine == Engine::Host && !backend.on_host() {
-            return Err(TrainError::EngineOffHost {
-                backend: backend.name(),
-            });
-        }
-        Ok(())
-    }
 }
 
 impl Default for TrainConfig {
@@ -151,6 +140,9 @@ pub struct Metadata {
     pub history: Vec<EpochStats>,
     /// SHA-256 of the training images file followed by the labels file.
     pub train_data_sha256: String,
+    /// The backend that trained it: "flex", or "wgpu, then flex" for a run
+    /// resumed on another backend (whose result rounds differently from one
+    /// run on a single backend).
     pub backend: String,
     /// The evaluation on the test set after the last epoch, when one was run.
     #[serde(default)]
@@ -240,6 +232,15 @@ impl Checkpoint {
             metadata: paths.load_metadata()?,
             paths: paths.clone(),
         })
+    }
+
+    /// The checkpoint with its model on `device` (checked on the CPU first,
+    /// continued on a GPU, say).
+    pub fn moved_to(self, device: &Device) -> Self {
+        Self {
+            model: self.model.copied_to(&device.clone().autodiff()),
+            ..self
+        }
     }
 }
 
@@ -363,7 +364,8 @@ pub fn train(
 ) -> Result<(Cnn, Metadata), TrainError> {
     let config = &job.config;
     config.validate()?;
-    config.check_backend(Backend::of(device))?;
+    let backend = Backend::of(device);
+    config.engine.check_backend(backend)?;
     if job.data.is_empty() {
         return Err(TrainError::NoData);
     }
@@ -373,12 +375,13 @@ pub fn train(
             let mut metadata = checkpoint.metadata;
             metadata.config.epochs = config.epochs;
             metadata.test = None;
+            // Continued elsewhere, the weights are no longer one backend's.
+            if !metadata.backend.ends_with(backend.name()) {
+                metadata.backend = format!("{}, then {}", metadata.backend, backend.name());
+            }
             (Trainer::resume(checkpoint.model, config, device), metadata)
         }
-        None => (
-            Trainer::new(config, device),
-            job.fresh_metadata(Backend::of(device)),
-        ),
+        None => (Trainer::new(config, device), job.fresh_metadata(backend)),
     };
     let data = job.data;
     let steps = data.len().div_ceil(config.batch_size);
@@ -492,6 +495,17 @@ impl Engine {
             Engine::Host => "host",
             Engine::Burn => "burn",
         }
+    }
+
+    /// Refuses an engine that cannot run on `backend`: the host engine
+    /// computes on the CPU, so a GPU backend trains with Burn's.
+    pub fn check_backend(self, backend: Backend) -> Result<(), TrainError> {
+        if self == Engine::Host && !backend.on_host() {
+            return Err(TrainError::EngineOffHost {
+                backend: backend.name(),
+            });
+        }
+        Ok(())
     }
 
     /// The engine of that name.
@@ -692,7 +706,7 @@ mod tests {
     }
 
     fn check_one_step(config: &TrainConfig, data: &Split, indices: &[usize], labels: &[u8]) {
-        let device = Backend::HOST.device();
+        let device = crate::backend::host_device();
         let autodiff = device.clone().autodiff();
         let n = indices.len();
         let start = Cnn::new(&autodiff, &mut SmallRng::seed_from_u64(config.seed));

@@ -228,10 +228,17 @@ fn each_bad_option_is_named_with_its_range_before_any_work() {
 #[test]
 fn a_backend_this_build_lacks_is_named_with_the_feature_that_brings_it() {
     let dir = no_data();
-    for command in ["train", "eval", "misclassified", "bench"] {
+    for command in [
+        &["train"][..],
+        &["eval"],
+        &["misclassified"],
+        &["bench"],
+        &["predict", "x.png"],
+    ] {
         fails_with(
             mnist_cnn()
-                .args([command, "--backend", "tpu", "--data-dir"])
+                .args(command)
+                .args(["--backend", "tpu", "--data-dir"])
                 .arg(dir.path()),
             "'--backend <NAME>': must be one of: ",
         );

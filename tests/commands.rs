@@ -36,7 +36,7 @@ fn trained_model() -> &'static (tempfile::TempDir, PathBuf, String) {
 /// Probabilities for every test image and the mean loss, computed here
 /// from the saved weights.
 fn probabilities(model: &Path) -> (Vec<[f32; CLASSES]>, Vec<u8>, f64) {
-    let device = mnist_cnn::backend::Backend::HOST.device();
+    let device = mnist_cnn::backend::host_device();
     let cnn = ModelPaths::new(model).load_weights(&device).unwrap();
     let test = data::load(common::data_dir(), Part::Test).unwrap();
     let mut rows = Vec::new();
@@ -297,7 +297,7 @@ fn ctrl_c_stops_training_and_keeps_the_last_checkpoint_loadable() {
     assert!(meta.epochs_done >= 1);
     assert_eq!(meta.history.len(), meta.epochs_done);
     ModelPaths::new(&model)
-        .load_weights(&mnist_cnn::backend::Backend::HOST.device())
+        .load_weights(&mnist_cnn::backend::host_device())
         .unwrap();
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -564,7 +564,7 @@ fn a_run_stopped_by_ctrl_c_and_resumed_ends_bit_identical() {
         stdout.contains(&format!("after epoch {done} of 3")),
         "{stdout}"
     );
-    let device = mnist_cnn::backend::Backend::HOST.device();
+    let device = mnist_cnn::backend::host_device();
     let weights = |p: &Path| {
         let cnn = ModelPaths::new(p).load_weights(&device).unwrap();
         let test = data::load(common::data_dir(), Part::Test).unwrap();

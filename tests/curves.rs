@@ -53,7 +53,7 @@ fn metadata(model: &Path) -> Metadata {
 #[test]
 fn validating_records_the_test_figures_without_changing_training() {
     let (_, validated, plain) = runs();
-    let device = mnist_cnn::backend::Backend::HOST.device();
+    let device = mnist_cnn::backend::host_device();
     let weights = |model: &Path| {
         ModelPaths::new(model)
             .load_weights(&device)

@@ -154,7 +154,7 @@ fn the_exported_file_computes_the_models_probabilities_in_keras_layout() {
         meta.test.unwrap().accuracy.to_string()
     );
 
-    let device = mnist_cnn::backend::Backend::HOST.device();
+    let device = mnist_cnn::backend::host_device();
     let cnn = ModelPaths::new(model).load_weights(&device).unwrap();
     let test = data::load(common::data_dir(), Part::Test).unwrap();
     let indices: Vec<usize> = (0..20).map(|i| i * 487).collect();

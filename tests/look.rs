@@ -254,7 +254,7 @@ fn redrawn_test_digits_are_read_as_the_originals_are() {
     let answers = json.as_array().unwrap();
     assert_eq!(answers.len(), n);
 
-    let device = mnist_cnn::backend::Backend::HOST.device();
+    let device = mnist_cnn::backend::host_device();
     let cnn = ModelPaths::new(model()).load_weights(&device).unwrap();
     let mut first = test.clone();
     first.truncate(n);
@@ -389,8 +389,7 @@ fn predict_refuses_a_missing_model_or_one_of_another_network() {
 
     // The weights of some other network, in Burn's format.
     use burn::module::Module;
-    let other =
-        burn::nn::LinearConfig::new(PIXELS, 10).init(&mnist_cnn::backend::Backend::HOST.device());
+    let other = burn::nn::LinearConfig::new(PIXELS, 10).init(&mnist_cnn::backend::host_device());
     let bytes = other.into_record().into_bytes().unwrap();
     std::fs::write(dir.path().join("other.bpk"), &bytes[..]).unwrap();
     let out = run(mnist_cnn()
