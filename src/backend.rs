@@ -192,33 +192,39 @@ struct Adapter {
 static WGPU_SETUP: std::sync::OnceLock<Result<Adapter, String>> = std::sync::OnceLock::new();
 
 /// Sets up wgpu's default adapter: the first graphics API of Vulkan, Metal,
-/// DirectX 12 and OpenGL that has one, a real GPU before a software one.
+/// DirectX 12 and OpenGL (wgpu's last resort) that has one, a real GPU before
+/// a software one.
 #[cfg(feature = "wgpu")]
 fn open_wgpu() -> Result<Device, BackendError> {
     use burn::backend::wgpu::graphics::AutoGraphicsApi;
     use burn::backend::wgpu::wgpu::Backend as Api;
-    use burn::backend::wgpu::{RuntimeOptions, WgpuDevice, try_init_setup};
+    use burn::backend::wgpu::{RuntimeOptions, WgpuDevice, WgpuInitError, try_init_setup};
 
     let device = WgpuDevice::default();
-    let setup = WGPU_SETUP.get_or_init(|| {
-        let setup = try_init_setup::<AutoGraphicsApi>(&device, RuntimeOptions::default())
-            .map_err(|e| e.to_string())?;
-        let api = match setup.backend {
-            Api::Vulkan => "Vulkan".to_string(),
-            Api::Metal => "Metal".to_string(),
-            Api::Dx12 => "DirectX 12".to_string(),
-            Api::Gl => "OpenGL".to_string(),
-            other => format!("{other:?}"),
-        };
-        // The bound cubecl itself allocates within.
-        let limits = setup.device.limits();
-        Ok(Adapter {
-            description: format!("{} through {api}", setup.adapter.get_info().name),
-            largest_buffer: limits
-                .max_storage_buffer_binding_size
-                .min(limits.max_buffer_size),
-        })
-    });
+    let setup =
+        WGPU_SETUP.get_or_init(|| {
+            let setup = try_init_setup::<AutoGraphicsApi>(&device, RuntimeOptions::default())
+                .map_err(|e| match e {
+                    // Its message, without cubecl's debug print of the device asked for.
+                    WgpuInitError::AdapterUnavailable { message, .. } => message,
+                    e => e.to_string(),
+                })?;
+            let api = match setup.backend {
+                Api::Vulkan => "Vulkan".to_string(),
+                Api::Metal => "Metal".to_string(),
+                Api::Dx12 => "DirectX 12".to_string(),
+                Api::Gl => "OpenGL".to_string(),
+                other => format!("{other:?}"),
+            };
+            // The bound cubecl itself allocates within.
+            let limits = setup.device.limits();
+            Ok(Adapter {
+                description: format!("{} through {api}", setup.adapter.get_info().name),
+                largest_buffer: limits
+                    .max_storage_buffer_binding_size
+                    .min(limits.max_buffer_size),
+            })
+        });
     match setup {
         Ok(_) => Ok(Device::new(device)),
         Err(reason) => Err(BackendError::NoDevice {

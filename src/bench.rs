@@ -41,9 +41,10 @@ pub struct BenchResult {
     /// instruction set, the threads and the CPU utilisation describe it only then.
     pub on_host: bool,
     pub engine: Engine,
-    /// The widest instruction set the kernels use here.
-    pub simd: String,
-    pub threads: usize,
+    /// The widest instruction set the CPU kernels use here (CPU backends only).
+    pub simd: Option<String>,
+    /// The CPU threads computing (CPU backends only).
+    pub threads: Option<usize>,
     pub train_steps: usize,
     pub batch_size: usize,
     pub train_img_per_s: f64,
@@ -55,7 +56,8 @@ pub struct BenchResult {
     pub floor_ms: Option<f64>,
     /// `ms_per_step / floor_ms`.
     pub step_over_floor: Option<f64>,
-    /// CPU time over wall time × threads during the timed steps.
+    /// CPU time over wall time × threads during the timed steps (CPU
+    /// backends only).
     pub cpu_utilisation: Option<f64>,
     /// Share of the step per phase (host engine only).
     pub phases: Vec<(String, f64)>,
@@ -91,9 +93,11 @@ pub fn run(config: &BenchConfig, train: &Split, test: &Split, device: &Device) -
         trainer.step(train, &batch(step), dropout_seeds.random());
     }
     let train_s = started.elapsed().as_secs_f64();
+    let on_host = Backend::of(device).on_host();
     let cpu_utilisation = cpu_before
         .zip(cpu_seconds())
-        .map(|(before, after)| (after - before) / (train_s * rayon::current_num_threads() as f64));
+        .map(|(before, after)| (after - before) / (train_s * rayon::current_num_threads() as f64))
+        .filter(|_| on_host);
     let phases = match (phases_before, trainer.phases()) {
         (Some(before), Some(after)) => after
             .since(&before)
@@ -112,14 +116,13 @@ pub fn run(config: &BenchConfig, train: &Split, test: &Split, device: &Device) -
     eval::evaluate(&model, test, config.eval_batch_size, device);
     let eval_s = started.elapsed().as_secs_f64();
 
-    let on_host = Backend::of(device).on_host();
     let floor_ms = on_host.then(|| floor(config.batch_size).as_secs_f64() * 1000.0);
     BenchResult {
         backend: backend::describe(device),
         on_host,
         engine: config.engine,
-        simd: simd().into(),
-        threads: rayon::current_num_threads(),
+        simd: on_host.then(|| simd().into()),
+        threads: on_host.then(rayon::current_num_threads),
         train_steps: config.steps,
         batch_size: config.batch_size,
         train_img_per_s,
@@ -279,13 +282,11 @@ impl BenchResult {
         let cpu = self
             .cpu_utilisation
             .map_or("unknown".into(), |u| format!("{:.0}%", u * 100.0));
-        let mut out = if self.on_host {
+        let mut out = if let (Some(simd), Some(threads)) = (&self.simd, self.threads) {
             format!(
-                "backend: {} ({} engine, {}, {} threads)\n",
+                "backend: {} ({} engine, {simd}, {threads} threads)\n",
                 self.backend,
                 self.engine.name(),
-                self.simd,
-                self.threads
             )
         } else {
             format!(

@@ -108,23 +108,22 @@ pub struct BackendArgs {
 }
 
 impl BackendArgs {
-    fn get(&self) -> Backend {
-        self.backend.unwrap_or(Backend::DEFAULT)
-    }
-
-    /// The device to compute on, opened. A GPU is named on stderr: its
-    /// first kernels take a while to compile.
-    fn open(&self) -> Result<Device> {
-        let device = self.open_quietly(self.get())?;
-        if !self.get().on_host() {
-            note(format!("backend: {}", backend::describe(&device)));
+    /// The backend asked for; without one, the CPU when the engine is the
+    /// host's (asked for, or a checkpoint's), else the build's default.
+    fn resolve(&self, engine: Option<Engine>) -> Backend {
+        match (self.backend, engine) {
+            (Some(backend), _) => backend,
+            (None, Some(Engine::Host)) => Backend::HOST,
+            (None, _) => Backend::DEFAULT,
         }
-        Ok(device)
     }
 
-    /// `backend`'s device, opened; a missing GPU driver is said with what to do.
-    fn open_quietly(&self, backend: Backend) -> Result<Device> {
-        backend.open().map_err(|e| {
+    /// `backend`'s device, opened, and checked to hold `batches` (each an
+    /// option and its value; see [`check_device_batch`]). A GPU is then named
+    /// on stderr, unless `announce` is off: its first kernels take a while to
+    /// compile. A missing GPU driver is said with what to do.
+    fn open(backend: Backend, batches: &[(&str, usize)], announce: bool) -> Result<Device> {
+        let device = backend.open().map_err(|e| {
             let lavapipe = if cfg!(target_os = "linux") {
                 "; without a GPU, Mesa's lavapipe runs the same shaders on the CPU: \
                  apt-get install mesa-vulkan-drivers libvulkan1"
@@ -136,7 +135,14 @@ impl BackendArgs {
                  the CPU with --backend {})",
                 Backend::HOST.name()
             )
-        })
+        })?;
+        for &(option, batch) in batches {
+            check_device_batch(option, batch, &device)?;
+        }
+        if announce && !backend.on_host() {
+            note(format!("backend: {}", backend::describe(&device)));
+        }
+        Ok(device)
     }
 }
 
@@ -515,12 +521,13 @@ fn check_device_batch(option: &str, batch: usize, device: &Device) -> Result<()>
         return Ok(());
     };
     let per_image = model::STOCK_TENSOR_BYTES_PER_IMAGE as u64;
-    if batch as u64 * per_image > largest {
+    let needed = batch as u64 * per_image;
+    if needed > largest {
         bail!(
-            "{option} {batch} needs tensors of {:.1} GB on the GPU, whose buffers take at most \
-             {:.1} GB (try {option} {} or less)",
-            (batch as u64 * per_image) as f64 / 1e9,
-            largest as f64 / 1e9,
+            "{option} {batch} needs a tensor of {:.1} MB on the GPU, whose buffers take at most \
+             {:.1} MB (try {option} {} or less)",
+            needed as f64 / 1e6,
+            largest as f64 / 1e6,
             largest / per_image
         );
     }
@@ -574,11 +581,7 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
     // The host engine, asked for or the checkpoint's, runs on the CPU: unless
     // told otherwise, that is where it trains, GPU in the build or not.
     let engine = args.engine.or(saved.map(|m| m.config.engine));
-    let backend = match (args.backend.backend, engine) {
-        (Some(backend), _) => backend,
-        (None, Some(Engine::Host)) => Backend::HOST,
-        (None, _) => Backend::DEFAULT,
-    };
+    let backend = args.backend.resolve(engine);
     let defaults = saved.map_or(
         TrainConfig {
             engine: Engine::for_backend(backend),
@@ -613,8 +616,8 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
         train::BYTES_PER_IMAGE,
         "training",
     )?;
-    let device = args.backend.open_quietly(backend)?;
-    check_device_batch("--batch-size", config.batch_size, &device)?;
+    // The training line names the device.
+    let device = BackendArgs::open(backend, &[("--batch-size", config.batch_size)], false)?;
     let checkpoint = checkpoint.map(|c| c.moved_to(&device));
     let saved = checkpoint.as_ref().map(|c| &c.metadata);
     if let Some(saved) = saved
@@ -795,8 +798,7 @@ fn evaluate_saved(
     let cnn = load_model(&paths)?;
     let dir = &data.data_dir;
     let test = data::load(dir, Part::Test).map_err(|e| data_failed(e, dir))?;
-    let device = backend.open()?;
-    check_device_batch("--batch-size", batch_size, &device)?;
+    let device = BackendArgs::open(backend.resolve(None), &[("--batch-size", batch_size)], true)?;
     let cnn = cnn.copied_to(&device);
     Ok((eval::evaluate(&cnn, &test, batch_size, &device), test))
 }
@@ -825,7 +827,7 @@ fn predict_cmd(args: &PredictArgs) -> Result<()> {
         .flatten()
         .map(|p| p.pixels.clone())
         .collect();
-    let device = args.backend.open()?;
+    let device = BackendArgs::open(args.backend.resolve(None), &[], true)?;
     let cnn = cnn.copied_to(&device);
     let mut probabilities = eval::classify(&cnn, &inputs, &device).into_iter();
     let mut failed = Vec::new();
@@ -1159,7 +1161,7 @@ fn export_cmd(args: &ExportArgs) -> Result<()> {
 }
 
 fn bench_cmd(args: &BenchArgs) -> Result<()> {
-    let backend = args.backend.get();
+    let backend = args.backend.resolve(args.engine);
     let engine = args.engine.unwrap_or(Engine::for_backend(backend));
     engine.check_backend(backend)?;
     check_memory(
@@ -1174,9 +1176,12 @@ fn bench_cmd(args: &BenchArgs) -> Result<()> {
         eval::BYTES_PER_IMAGE,
         "evaluation",
     )?;
-    let device = args.backend.open_quietly(backend)?;
-    check_device_batch("--batch-size", args.batch_size, &device)?;
-    check_device_batch("--eval-batch-size", args.eval_batch_size, &device)?;
+    // The report names the device.
+    let batches = [
+        ("--batch-size", args.batch_size),
+        ("--eval-batch-size", args.eval_batch_size),
+    ];
+    let device = BackendArgs::open(backend, &batches, false)?;
     let dir = &args.data.data_dir;
     ensure_data(dir, &args.mirror)?;
     let train = data::load(dir, Part::Train).map_err(|e| data_failed(e, dir))?;
