@@ -103,12 +103,11 @@ impl Cnn {
     /// stock layers ([`Cnn::stock_forward`]) with the same dropout mask.
     pub fn forward(&self, batch: &Batch, dropout_seed: Option<u64>) -> Tensor<2> {
         let device = batch.images.device();
+        let n = batch.images.dims()[0];
         if !Backend::of(&device).on_host() {
-            let n = batch.images.dims()[0];
             let mask = dropout_seed.map(|seed| dropout_mask(seed, n, &device));
             return self.stock_forward(batch.images.clone(), mask);
         }
-        let n = batch.images.dims()[0];
         let features = block::conv_block(
             batch.images.clone(),
             self.conv.weight.val(),
@@ -215,8 +214,13 @@ impl Cnn {
         model
     }
 
-    /// The network with its parameters copied to `device`, of any backend.
+    /// The network on `device`, of any backend: its parameters copied over,
+    /// or the network itself where it is there already (autodiff alike).
     pub fn copied_to(&self, device: &Device) -> Self {
+        let here = self.conv.weight.device();
+        if here == *device && here.is_autodiff() == device.is_autodiff() {
+            return self.clone();
+        }
         Self::from_parameters(self.parameters(), device)
     }
 
