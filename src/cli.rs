@@ -117,33 +117,6 @@ impl BackendArgs {
             (None, _) => Backend::DEFAULT,
         }
     }
-
-    /// `backend`'s device, opened, and checked to hold `batches` (each an
-    /// option and its value; see [`check_device_batch`]). A GPU is then named
-    /// on stderr, unless `announce` is off: its first kernels take a while to
-    /// compile. A missing GPU driver is said with what to do.
-    fn open(backend: Backend, batches: &[(&str, usize)], announce: bool) -> Result<Device> {
-        let device = backend.open().map_err(|e| {
-            let lavapipe = if cfg!(target_os = "linux") {
-                "; without a GPU, Mesa's lavapipe runs the same shaders on the CPU: \
-                 apt-get install mesa-vulkan-drivers libvulkan1"
-            } else {
-                ""
-            };
-            anyhow!(
-                "{e} (a GPU needs its Vulkan, Metal or DirectX 12 driver{lavapipe}; or run on \
-                 the CPU with --backend {})",
-                Backend::HOST.name()
-            )
-        })?;
-        for &(option, batch) in batches {
-            check_device_batch(option, batch, &device)?;
-        }
-        if announce && !backend.on_host() {
-            note(format!("backend: {}", backend::describe(&device)));
-        }
-        Ok(device)
-    }
 }
 
 #[derive(Debug, Args)]
@@ -514,6 +487,33 @@ fn check_memory(option: &str, batch: usize, bytes_per_image: usize, work: &str) 
     Ok(())
 }
 
+/// `backend`'s device, opened, and checked to hold `batches` (each an
+/// option and its value; see [`check_device_batch`]). A GPU is then named
+/// on stderr, unless `announce` is off: its first kernels take a while to
+/// compile. A missing GPU driver is said with what to do.
+fn open_device(backend: Backend, batches: &[(&str, usize)], announce: bool) -> Result<Device> {
+    let device = backend.open().map_err(|e| {
+        let lavapipe = if cfg!(target_os = "linux") {
+            "; without a GPU, Mesa's lavapipe runs the same shaders on the CPU: \
+             apt-get install mesa-vulkan-drivers libvulkan1"
+        } else {
+            ""
+        };
+        anyhow!(
+            "{e} (a GPU needs its Vulkan, Metal or DirectX 12 driver{lavapipe}; or run on \
+             the CPU with --backend {})",
+            Backend::HOST.name()
+        )
+    })?;
+    for &(option, batch) in batches {
+        check_device_batch(option, batch, &device)?;
+    }
+    if announce && !backend.on_host() {
+        note(format!("backend: {}", backend::describe(&device)));
+    }
+    Ok(device)
+}
+
 /// Refuses a batch whose largest tensor would not fit in one of the GPU's
 /// buffers (wgpu would fail the allocation halfway, with a panic).
 fn check_device_batch(option: &str, batch: usize, device: &Device) -> Result<()> {
@@ -617,7 +617,7 @@ fn train_cmd(args: &TrainArgs) -> Result<()> {
         "training",
     )?;
     // The training line names the device.
-    let device = BackendArgs::open(backend, &[("--batch-size", config.batch_size)], false)?;
+    let device = open_device(backend, &[("--batch-size", config.batch_size)], false)?;
     let checkpoint = checkpoint.map(|c| c.moved_to(&device));
     let saved = checkpoint.as_ref().map(|c| &c.metadata);
     if let Some(saved) = saved
@@ -798,7 +798,7 @@ fn evaluate_saved(
     let cnn = load_model(&paths)?;
     let dir = &data.data_dir;
     let test = data::load(dir, Part::Test).map_err(|e| data_failed(e, dir))?;
-    let device = BackendArgs::open(backend.resolve(None), &[("--batch-size", batch_size)], true)?;
+    let device = open_device(backend.resolve(None), &[("--batch-size", batch_size)], true)?;
     let cnn = cnn.copied_to(&device);
     Ok((eval::evaluate(&cnn, &test, batch_size, &device), test))
 }
@@ -827,7 +827,7 @@ fn predict_cmd(args: &PredictArgs) -> Result<()> {
         .flatten()
         .map(|p| p.pixels.clone())
         .collect();
-    let device = BackendArgs::open(args.backend.resolve(None), &[], true)?;
+    let device = open_device(args.backend.resolve(None), &[], true)?;
     let cnn = cnn.copied_to(&device);
     let mut probabilities = eval::classify(&cnn, &inputs, &device).into_iter();
     let mut failed = Vec::new();
@@ -1181,7 +1181,7 @@ fn bench_cmd(args: &BenchArgs) -> Result<()> {
         ("--batch-size", args.batch_size),
         ("--eval-batch-size", args.eval_batch_size),
     ];
-    let device = BackendArgs::open(backend, &batches, false)?;
+    let device = open_device(backend, &batches, false)?;
     let dir = &args.data.data_dir;
     ensure_data(dir, &args.mirror)?;
     let train = data::load(dir, Part::Train).map_err(|e| data_failed(e, dir))?;
