@@ -6,16 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Fixture, fails_with, mnist_cnn, real_mnist, serve};
-use std::process::Command;
-
-/// Runs and checks a success; returns stdout and stderr.
-fn succeeds(cmd: &mut Command) -> (String, String) {
-    let out = cmd.output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{stderr}");
-    (String::from_utf8(out.stdout).unwrap(), stderr)
-}
+use common::{Fixture, fails_with, mnist_cnn, real_mnist, serve, succeeds};
 
 /// A folder with no data and a command that, if it got as far as the data,
 /// would try to download it from nowhere.

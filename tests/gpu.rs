@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use burn::tensor::Device;
-use common::{LEARNED, fails_with, max_diff, mnist_cnn, stdout_of, subset};
+use common::{LEARNED, fails_with, max_diff, mnist_cnn, stdout_of, subset, succeeds};
 use mnist_cnn::backend::{self, Backend};
 use mnist_cnn::data::Part;
 use mnist_cnn::eval;
@@ -271,17 +271,14 @@ fn a_model_resumes_on_the_backend_its_engine_runs_on() {
 }
 
 fn run(args: &[&str], model: &Path) -> (String, String) {
-    let out = mnist_cnn()
-        .args(args)
-        .arg("--data-dir")
-        .arg(common::data_dir())
-        .arg("--model")
-        .arg(model)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(out.status.success(), "{stderr}");
-    (String::from_utf8(out.stdout).unwrap(), stderr)
+    succeeds(
+        mnist_cnn()
+            .args(args)
+            .arg("--data-dir")
+            .arg(common::data_dir())
+            .arg("--model")
+            .arg(model),
+    )
 }
 
 /// `eval` and `misclassified` run unchanged on the GPU, name the adapter on
@@ -294,16 +291,14 @@ fn eval_and_misclassified_agree_across_backends() {
     assert!(stderr.contains("backend: wgpu on "), "{stderr}");
     // Where XDG_RUNTIME_DIR is missing (headless machines), Mesa's drivers
     // would print four false "error:" lines; the binary keeps them quiet.
-    let out = mnist_cnn()
-        .env_remove("XDG_RUNTIME_DIR")
-        .args(["eval", "--backend", "wgpu", "--data-dir"])
-        .arg(common::data_dir())
-        .arg("--model")
-        .arg(model)
-        .output()
-        .unwrap();
-    let headless = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{headless}");
+    let (_, headless) = succeeds(
+        mnist_cnn()
+            .env_remove("XDG_RUNTIME_DIR")
+            .args(["eval", "--backend", "wgpu", "--data-dir"])
+            .arg(common::data_dir())
+            .arg("--model")
+            .arg(model),
+    );
     assert!(!headless.contains("error"), "{headless}");
     let (cpu, stderr) = run(&["eval", "--json", "--backend", "flex"], model);
     assert!(!stderr.contains("backend:"), "{stderr}");

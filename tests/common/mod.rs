@@ -54,6 +54,14 @@ pub fn fails_with(cmd: &mut Command, needle: &str) -> String {
     stderr
 }
 
+/// Runs and checks a success; returns stdout and stderr.
+pub fn succeeds(cmd: &mut Command) -> (String, String) {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (String::from_utf8(out.stdout).unwrap(), stderr)
+}
+
 /// The real MNIST .gz files: `../shared/mnist` beside the repository, or the
 /// folder `MNIST_CNN_TEST_DATA` names. The tests that train or download the
 /// real set need them; without them they fail, saying where to put them,
