@@ -13,9 +13,10 @@ use serde::Serialize;
 
 use crate::arch::{CONV_SIDE, FEATURES, FILTERS, HIDDEN, TAPS};
 use crate::backend::{self, Backend};
-use crate::data::Split;
+use crate::data::Examples;
 use crate::eval;
 use crate::idx::CLASSES;
+use crate::machine::{cpu_seconds, peak_rss_mb};
 use crate::matmul::{Matrix, product, product_split_k};
 use crate::train::{Engine, TrainConfig, Trainer};
 
@@ -70,7 +71,12 @@ pub struct BenchResult {
 
 /// Times `steps` SGD steps of the real training loop, then one evaluation
 /// pass over `test`, then the floor.
-pub fn run(config: &BenchConfig, train: &Split, test: &Split, device: &Device) -> BenchResult {
+pub fn run(
+    config: &BenchConfig,
+    train: &Examples,
+    test: &Examples,
+    device: &Device,
+) -> BenchResult {
     let train_config = TrainConfig {
         batch_size: config.batch_size,
         seed: config.seed,
@@ -145,7 +151,7 @@ pub fn run(config: &BenchConfig, train: &Split, test: &Split, device: &Device) -
 /// product (im2col) forward and for its weight gradient, the hidden layer
 /// forward, its input gradient and its weight update, and the output layer
 /// forward and its two gradients. The best of several rounds.
-pub fn floor(n: usize) -> Duration {
+pub(crate) fn floor(n: usize) -> Duration {
     let positions = n * CONV_SIDE * CONV_SIDE;
     let buffer = |len: usize| -> Vec<f32> { (0..len).map(|i| (i % 17) as f32 * 0.01).collect() };
     let (patches, kernel, mut conv) = (
@@ -252,25 +258,6 @@ fn simd() -> &'static str {
         }
     }
     "baseline"
-}
-
-/// User plus system CPU seconds of this process so far (Linux only).
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces) in parentheses.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    // The kernel reports in USER_HZ, which is 100 on Linux's ABI.
-    Some(ticks / 100.0)
-}
-
-/// Peak resident set size of this process in MB, from /proc (Linux only).
-pub fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }
 
 impl BenchResult {

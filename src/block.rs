@@ -26,7 +26,9 @@ use std::sync::Arc;
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::{Autodiff, Backend, TensorMetadata, backend_extension, tensor::FloatTensor};
+use burn::backend::{
+    Autodiff, Backend as BurnBackend, TensorMetadata, backend_extension, tensor::FloatTensor,
+};
 use burn::tensor::{Tensor, TensorData, read_sync};
 use multiversion::multiversion;
 use rand::rngs::SmallRng;
@@ -49,11 +51,11 @@ const SHRINK: usize = (KERNEL - 1) + (POOL - 1);
     NdArray: cfg(feature = "ndarray"),
     Autodiff,
 )]
-pub trait ConvBlockOps: Backend {
+pub trait ConvBlockOps: BurnBackend {
     /// `images`: `[n, h, w]`; `weight`: `[FILTERS, 1, KERNEL, KERNEL]`;
     /// `bias`: `[FILTERS]`. Returns
     /// `dropout(relu(max_pool_2x2_s1(conv(images, weight)) + bias))` as
-    /// `[n, h - KERNEL, w - KERNEL, FILTERS]` (channels-last). Dropout is applied when
+    /// `[n, h - SHRINK, w - SHRINK, FILTERS]` (channels-last). Dropout is applied when
     /// `dropout` is `Some((p, seed))`, with the mask [`dropout_keep`] draws.
     fn conv_block(
         images: FloatTensor<Self>,
@@ -184,7 +186,7 @@ pub struct Input {
 }
 
 impl Input {
-    fn read<B: Backend>(
+    fn read<B: BurnBackend>(
         images: FloatTensor<B>,
         weight: FloatTensor<B>,
         bias: FloatTensor<B>,
@@ -206,7 +208,7 @@ impl Input {
         }
     }
 
-    /// `[n, h - KERNEL, w - KERNEL, FILTERS]`.
+    /// `[n, h - SHRINK, w - SHRINK, FILTERS]`.
     pub fn output_shape(&self) -> [usize; 4] {
         [self.n, self.h - SHRINK, self.w - SHRINK, FILTERS]
     }
@@ -472,7 +474,7 @@ fn backward_image(
 #[derive(Debug)]
 struct ConvBlockBackward;
 
-impl<B: Backend> Backward<B, 2> for ConvBlockBackward {
+impl<B: BurnBackend> Backward<B, 2> for ConvBlockBackward {
     type State = Saved;
 
     fn backward(self, ops: Ops<Saved, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -492,7 +494,7 @@ impl<B: Backend> Backward<B, 2> for ConvBlockBackward {
     }
 }
 
-impl<B: Backend, C: CheckpointStrategy> ConvBlockOps for Autodiff<B, C> {
+impl<B: BurnBackend, C: CheckpointStrategy> ConvBlockOps for Autodiff<B, C> {
     fn conv_block(
         images: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -531,7 +533,7 @@ impl<B: Backend, C: CheckpointStrategy> ConvBlockOps for Autodiff<B, C> {
 }
 
 /// Reads a tensor's values to the host as f32, with its dimensions.
-fn to_host<B: Backend>(tensor: FloatTensor<B>) -> (Vec<f32>, Vec<usize>) {
+fn to_host<B: BurnBackend>(tensor: FloatTensor<B>) -> (Vec<f32>, Vec<usize>) {
     let data = read_sync(B::float_into_data(tensor)).expect("CPU tensors can be read back");
     let dims = data.shape().to_vec();
     let values = data

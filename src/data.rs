@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::files::sha256_hex;
 use crate::idx::{self, IdxError, Images};
-use crate::store::sha256_hex;
 
 /// One of the files that make up the data set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,39 +78,39 @@ pub enum DataError {
     Idx(#[from] IdxError),
 }
 
-/// Which half of MNIST.
+/// Which half of MNIST: the training split or the test split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
+pub enum Split {
     Train,
     Test,
 }
 
-impl Part {
-    /// File names of the images and labels of this part.
+impl Split {
+    /// File names of the images and labels of this split.
     pub fn files(self) -> [&'static str; 2] {
         match self {
-            Part::Train => [TRAIN_IMAGES, TRAIN_LABELS],
-            Part::Test => [TEST_IMAGES, TEST_LABELS],
+            Split::Train => [TRAIN_IMAGES, TRAIN_LABELS],
+            Split::Test => [TEST_IMAGES, TEST_LABELS],
         }
     }
 
-    /// How many images the real part holds.
+    /// How many images the real split holds.
     pub fn size(self) -> usize {
         match self {
-            Part::Train => 60_000,
-            Part::Test => 10_000,
+            Split::Train => 60_000,
+            Split::Test => 10_000,
         }
     }
 }
 
-/// Images with their labels.
+/// Labelled examples: images with their labels (a split's, or part of one).
 #[derive(Debug, Clone)]
-pub struct Split {
+pub struct Examples {
     pub images: Images,
     pub labels: Vec<u8>,
 }
 
-impl Split {
+impl Examples {
     pub fn len(&self) -> usize {
         self.labels.len()
     }
@@ -128,26 +128,26 @@ impl Split {
 
 /// Whether every file of the data set is present in `dir`.
 pub fn is_present(dir: &Path) -> bool {
-    [Part::Train, Part::Test]
+    [Split::Train, Split::Test]
         .iter()
         .flat_map(|p| p.files())
         .all(|f| dir.join(f).is_file())
 }
 
-/// Reads and parses one part of the data set from `dir`.
-pub fn load(dir: &Path, part: Part) -> Result<Split, DataError> {
-    read(dir, part, false).map(|(split, _)| split)
+/// Reads and parses one split of the data set from `dir`.
+pub fn load(dir: &Path, split: Split) -> Result<Examples, DataError> {
+    read(dir, split, false).map(|(examples, _)| examples)
 }
 
 /// [`load`], plus the SHA-256 over the images file then the labels file as
 /// read: what a trained model records of the data it was trained on. Kept
 /// apart because hashing 47 MB is work only training needs.
-pub fn load_with_digest(dir: &Path, part: Part) -> Result<(Split, String), DataError> {
-    read(dir, part, true).map(|(split, digest)| (split, digest.unwrap_or_default()))
+pub fn load_with_digest(dir: &Path, split: Split) -> Result<(Examples, String), DataError> {
+    read(dir, split, true).map(|(examples, digest)| (examples, digest.unwrap_or_default()))
 }
 
-fn read(dir: &Path, part: Part, digest: bool) -> Result<(Split, Option<String>), DataError> {
-    let [images_name, labels_name] = part.files();
+fn read(dir: &Path, split: Split, digest: bool) -> Result<(Examples, Option<String>), DataError> {
+    let [images_name, labels_name] = split.files();
     let read = |name: &str| {
         let path = dir.join(name);
         fs::read(&path).map_err(|source| {
@@ -166,5 +166,5 @@ fn read(dir: &Path, part: Part, digest: bool) -> Result<(Split, Option<String>),
     let images = idx::parse_images(image_bytes, &images_file)?;
     let labels = idx::parse_labels(&label_bytes, &labels_file)?;
     idx::check_counts(&images, &images_file, &labels, &labels_file)?;
-    Ok((Split { images, labels }, digest))
+    Ok((Examples { images, labels }, digest))
 }

@@ -18,7 +18,9 @@
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::{Autodiff, Backend, TensorMetadata, backend_extension, tensor::FloatTensor};
+use burn::backend::{
+    Autodiff, Backend as BurnBackend, TensorMetadata, backend_extension, tensor::FloatTensor,
+};
 use burn::tensor::{Shape, Tensor};
 
 /// The fused dense layer as a backend operation.
@@ -27,7 +29,7 @@ use burn::tensor::{Shape, Tensor};
     NdArray: cfg(feature = "ndarray"),
     Autodiff,
 )]
-pub trait DenseOps: Backend {
+pub trait DenseOps: BurnBackend {
     /// `relu(x·w + b)` for `x`: `[n, i]`, `w`: `[i, o]`, `b`: `[o]`. By default
     /// composed of the backend's own ops.
     fn dense_relu(
@@ -197,7 +199,7 @@ pub fn dense_relu(x: Tensor<2>, w: Tensor<2>, b: Tensor<1>) -> Tensor<2> {
 #[derive(Debug)]
 struct DenseReluBackward;
 
-impl<B: Backend + DenseOps> Backward<B, 3> for DenseReluBackward {
+impl<B: BurnBackend + DenseOps> Backward<B, 3> for DenseReluBackward {
     /// x, w and the op's output.
     type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
 
@@ -214,7 +216,7 @@ impl<B: Backend + DenseOps> Backward<B, 3> for DenseReluBackward {
     }
 }
 
-impl<B: Backend + DenseOps, C: CheckpointStrategy> DenseOps for Autodiff<B, C> {
+impl<B: BurnBackend + DenseOps, C: CheckpointStrategy> DenseOps for Autodiff<B, C> {
     fn dense_relu(
         x: FloatTensor<Self>,
         w: FloatTensor<Self>,

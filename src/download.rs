@@ -4,7 +4,7 @@
 //! Mirrors disagree on the gzip bytes, so a file is accepted only on the
 //! SHA-256 of its *decompressed* content, plus an IDX header that parses. A
 //! file that fails on one mirror is tried on the next; nothing is written
-//! under its final name until it has passed (see [`crate::store`]).
+//! under its final name until it has passed (see [`crate::files`]).
 //!
 //! The downloader prints nothing: it tells a [`Report`] what happens, and
 //! the program that uses it decides what the user sees.
@@ -19,8 +19,8 @@ use flate2::read::GzDecoder;
 use thiserror::Error;
 
 use crate::data::{FileSpec, mnist_files};
+use crate::files::{self, FileError, sha256_hex};
 use crate::idx;
-use crate::store::{self, StoreError, sha256_hex};
 
 /// The public mirrors, tried in this order after any the user names.
 ///
@@ -120,7 +120,7 @@ pub enum DownloadError {
     #[error("no mirror to fetch {file} from")]
     NoMirrors { file: String },
     #[error(transparent)]
-    Store(#[from] StoreError),
+    File(#[from] FileError),
 }
 
 /// How a file ended up in the data folder.
@@ -184,10 +184,7 @@ impl Downloader {
 
     /// Makes sure every file is in `dir` and valid, fetching what is missing.
     pub fn run(&self, dir: &Path, report: &mut dyn Report) -> Result<Vec<Stored>, DownloadError> {
-        fs::create_dir_all(dir).map_err(|source| StoreError::Write {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        fs::create_dir_all(dir).map_err(|source| FileError::write(dir, source))?;
         self.files
             .iter()
             .map(|spec| self.ensure(dir, spec, report))
@@ -201,7 +198,7 @@ impl Downloader {
         report: &mut dyn Report,
     ) -> Result<Stored, DownloadError> {
         let path = dir.join(&spec.name);
-        store::remove_stale_temps(&path);
+        files::remove_stale_temps(&path);
         if !self.force
             && let Ok(bytes) = fs::read(&path)
         {
@@ -228,7 +225,7 @@ impl Downloader {
                 .and_then(|bytes| verify(&bytes, spec).map(|shape| (bytes, shape)));
             match result {
                 Ok((bytes, shape)) => {
-                    store::write_atomically(&path, &bytes)?;
+                    files::write_atomically(&path, &bytes)?;
                     return Ok(Stored {
                         shape,
                         outcome: Outcome::Fetched {

@@ -3,10 +3,10 @@
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor, TensorData};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
-use crate::data::Split;
+use crate::data::Examples;
 use crate::host::HostNet;
 use crate::idx::{CLASSES, PIXELS};
 use crate::model::{Batch, Cnn, cross_entropy};
@@ -14,6 +14,10 @@ use crate::model::{Batch, Cnn, cross_entropy};
 /// Memory one image of an evaluation batch takes, measured as peak RSS
 /// over batch sizes: for refusing a batch that cannot fit before it is tried.
 pub const BYTES_PER_IMAGE: usize = 100_000;
+
+/// Images per evaluation batch unless told otherwise: `eval`'s, and the
+/// batch `train` evaluates with after each epoch and at the end.
+pub const BATCH: usize = 128;
 
 /// The model's answer for one image.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,10 +42,28 @@ pub struct Evaluation {
     pub predictions: Vec<Prediction>,
 }
 
+/// Loss and accuracy of a network on a set of images, as Keras's
+/// `model.evaluate` returns them (the tutorial calls them the score).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Score {
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+impl Evaluation {
+    /// The loss and accuracy alone.
+    pub fn score(&self) -> Score {
+        Score {
+            loss: self.loss,
+            accuracy: self.accuracy,
+        }
+    }
+}
+
 /// Runs the model over `data` in batches of `batch_size` (at least 1), with
 /// the loss from the one [`cross_entropy`]: on the host ([`HostNet`], the
 /// fast path) for a CPU backend, through the model's own pass on a GPU.
-pub fn evaluate(model: &Cnn, data: &Split, batch_size: usize, device: &Device) -> Evaluation {
+pub fn evaluate(model: &Cnn, data: &Examples, batch_size: usize, device: &Device) -> Evaluation {
     let mut host = Backend::of(device)
         .on_host()
         .then(|| HostNet::new(model, 0.0));

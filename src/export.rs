@@ -15,8 +15,8 @@ use safetensors::{Dtype, tensor::TensorView};
 use thiserror::Error;
 
 use crate::arch::{FILTERS, KERNEL, architecture};
+use crate::files::{FileError, write_atomically};
 use crate::model::Cnn;
-use crate::store::{StoreError, write_atomically};
 use crate::train::Metadata;
 
 /// Names of the six tensors, in the order `model.get_weights()` lists them.
@@ -35,7 +35,7 @@ pub enum ExportError {
     #[error("cannot encode safetensors: {0}")]
     Encode(#[from] safetensors::SafeTensorError),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    File(#[from] FileError),
 }
 
 /// One tensor in Keras's layout: its name, shape and values (row-major).
@@ -48,8 +48,9 @@ pub struct KerasTensor {
 
 /// The model's parameters under Keras's names and layouts.
 pub fn keras_tensors(model: &Cnn) -> Vec<KerasTensor> {
-    model
-        .parameters()
+    let parameters = model.parameters();
+    parameters
+        .shaped()
         .into_iter()
         .zip(KERAS_NAMES)
         .map(|((shape, values), name)| match shape[..] {
@@ -71,7 +72,7 @@ pub fn keras_tensors(model: &Cnn) -> Vec<KerasTensor> {
             _ => KerasTensor {
                 name,
                 shape,
-                values,
+                values: values.to_vec(),
             },
         })
         .collect()
@@ -85,7 +86,7 @@ pub fn header(metadata: Option<&Metadata>) -> HashMap<String, String> {
         ("layout".to_string(), "keras".to_string()),
     ]);
     if let Some(m) = metadata {
-        header.insert("epochs".into(), m.epochs_done.to_string());
+        header.insert("epochs".into(), m.epochs_done().to_string());
         header.insert("train_data_sha256".into(), m.train_data_sha256.clone());
         if let Some(test) = m.test {
             header.insert("test_accuracy".into(), test.accuracy.to_string());

@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 use burn::tensor::Device;
 use serde::Serialize;
 
-use crate::arch::{DROPOUT, FEATURES, FILTERS, HIDDEN, KERNEL};
+use crate::arch::{DROPOUT, FEATURES, FILTERS, HIDDEN};
 use crate::block::{self, Input, Kernel};
-use crate::data::Split;
+use crate::data::Examples;
 use crate::dense;
 use crate::idx::{CLASSES, Images, SIDE};
 use crate::matmul::backward_and_update;
-use crate::model::Cnn;
+use crate::model::{Cnn, Parameters};
 
 /// Time spent in each phase of the steps taken, for `bench`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -107,15 +107,14 @@ pub struct HostNet {
 impl HostNet {
     /// Takes `model`'s parameters to train them with plain SGD.
     pub fn new(model: &Cnn, learning_rate: f64) -> Self {
-        let [conv_w, conv_b, w1, b1, w2, b2] =
-            <[_; 6]>::try_from(model.parameters()).expect("six parameters");
+        let p = model.parameters();
         Self {
-            kernel: block::kernel_from_burn(&conv_w.1),
-            conv_bias: conv_b.1.try_into().expect("one conv bias per filter"),
-            w1: w1.1,
-            b1: b1.1,
-            w2: w2.1,
-            b2: b2.1.try_into().expect("one output bias per class"),
+            kernel: block::kernel_from_burn(&p.conv_weight),
+            conv_bias: p.conv_bias.try_into().expect("one conv bias per filter"),
+            w1: p.hidden_weight,
+            b1: p.hidden_bias,
+            w2: p.output_weight,
+            b2: p.output_bias.try_into().expect("one output bias per class"),
             learning_rate: learning_rate as f32,
             images: Vec::new(),
             features: Vec::new(),
@@ -129,26 +128,21 @@ impl HostNet {
 
     /// The parameters as they stand, as a Burn module on `device`.
     pub fn model(&self, device: &Device) -> Cnn {
-        Cnn::from_parameters(
-            vec![
-                (
-                    vec![FILTERS, 1, KERNEL, KERNEL],
-                    block::kernel_to_burn(&self.kernel),
-                ),
-                (vec![FILTERS], self.conv_bias.to_vec()),
-                (vec![FEATURES, HIDDEN], self.w1.clone()),
-                (vec![HIDDEN], self.b1.clone()),
-                (vec![HIDDEN, CLASSES], self.w2.clone()),
-                (vec![CLASSES], self.b2.to_vec()),
-            ],
-            device,
-        )
+        let parameters = Parameters {
+            conv_weight: block::kernel_to_burn(&self.kernel),
+            conv_bias: self.conv_bias.to_vec(),
+            hidden_weight: self.w1.clone(),
+            hidden_bias: self.b1.clone(),
+            output_weight: self.w2.clone(),
+            output_bias: self.b2.to_vec(),
+        };
+        Cnn::from_parameters(parameters, device)
     }
 
     /// One SGD step on the examples at `indices`, with the dropout mask of
     /// `dropout_seed`; returns the batch's mean loss and how many it
     /// classified correctly (before the update).
-    pub fn step(&mut self, data: &Split, indices: &[usize], dropout_seed: u64) -> (f64, usize) {
+    pub fn step(&mut self, data: &Examples, indices: &[usize], dropout_seed: u64) -> (f64, usize) {
         let n = indices.len();
         let lr = self.learning_rate;
         let mut clock = Instant::now();
@@ -297,7 +291,7 @@ impl HostNet {
     /// Logits from the hidden activations, then the batch's mean loss, the
     /// number classified correctly and the gradient of the loss with respect
     /// to the logits, `[n, CLASSES]`.
-    fn output_and_loss(&self, data: &Split, indices: &[usize]) -> (f64, usize, Vec<f32>) {
+    fn output_and_loss(&self, data: &Examples, indices: &[usize]) -> (f64, usize, Vec<f32>) {
         let n = indices.len();
         let mut grad = vec![0.0f32; n * CLASSES];
         let (mut loss, mut correct) = (0.0f64, 0usize);

@@ -2,14 +2,16 @@
 //! look at mistakes) as a library the `mnist-cnn` binary drives.
 //!
 //! One module per concern; each uses only those listed before it:
+//! - [`files`]: atomic writes, leftovers of interrupted ones, hashes;
+//!   [`machine`]: free memory, CPU time and peak memory of this process.
 //! - [`backend`]: the backends the crate was built with (CPU, and GPU with
 //!   the `wgpu` feature), and which path each takes.
 //! - [`idx`]: the IDX file format.
 //! - [`arch`]: the network's shapes and counts.
-//! - [`block`], [`dense`]: its two fused ops; [`model`]: the network and its loss.
-//! - [`matmul`]: host matrix products; [`host`]: the network computed on the
+//! - `block`, `dense`: its two fused ops; [`model`]: the network and its loss.
+//! - `matmul`: host matrix products; `host`: the network computed on the
 //!   host, its training step and its inference.
-//! - [`store`]: atomic files, hashes, and the model store.
+//! - [`store`]: the model store.
 //! - [`picture`]: digits drawn for people: in the terminal, as PNG files and sheets.
 //! - [`data`]: the MNIST files and the data folder; [`download`]: mirrors
 //!   and verification.
@@ -17,21 +19,29 @@
 //! - [`eval`], [`train`]: one command each; [`plot`]: the learning curves.
 //! - [`misclassified`], [`export`], [`bench`]: one command each.
 //!
-//! The library never prints: long work reports through traits
-//! ([`download::Report`], [`train::Progress`]) that the binary implements.
+//! The public API is what the binary and the tests use; the fused ops, the
+//! host network and the matrix products are the crate's own. The library
+//! never prints: long work reports through traits ([`download::Report`],
+//! [`train::Progress`]) that the binary implements. Unsafe code is refused
+//! everywhere but in `matmul`, whose raw-pointer products are checked there.
+
+#![deny(unsafe_code)]
 
 pub mod arch;
 pub mod backend;
 pub mod bench;
-pub mod block;
+mod block;
 pub mod data;
-pub mod dense;
+mod dense;
 pub mod download;
 pub mod eval;
 pub mod export;
-pub mod host;
+pub mod files;
+mod host;
 pub mod idx;
-pub mod matmul;
+pub mod machine;
+#[allow(unsafe_code)]
+mod matmul;
 pub mod misclassified;
 pub mod model;
 pub mod picture;

@@ -1,5 +1,7 @@
 //! The `mnist-cnn` binary: parses the command line and hands it to [`cli::run`].
 
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -25,6 +27,7 @@ fn main() -> ExitCode {
 /// wrong: the folder only holds a desktop's display sockets, which a compute
 /// job never opens. Pointed at the temporary folder, they say nothing.
 #[cfg(all(feature = "wgpu", target_os = "linux"))]
+#[allow(unsafe_code)]
 fn quiet_headless_vulkan() {
     if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         // SAFETY: the first thing `main` does, before any other thread exists.

@@ -46,6 +46,8 @@ impl<'a> Matrix<'a> {
 }
 
 /// `a·b` for an `m × k` and a `k × n` matrix, as a new row-major `m × n`.
+/// (Only flex's dense op needs a new matrix; the host step writes into its own.)
+#[cfg(any(feature = "flex", test))]
 pub fn matmul(m: usize, k: usize, n: usize, a: Matrix, b: Matrix) -> Vec<f32> {
     let mut out = vec![0.0f32; m * n];
     product(&mut out, m, k, n, a, b, None);

@@ -8,7 +8,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 use serde::Serialize;
 
-use crate::data::Split;
+use crate::data::Examples;
 use crate::eval::Evaluation;
 use crate::picture::{BLACK, Card, GREY, RED};
 
@@ -35,7 +35,7 @@ pub struct Picked {
 
 /// Picks mistakes: `count` of them at random without replacement (`None`:
 /// all), listed in test-set order.
-pub fn pick(eval: &Evaluation, data: &Split, count: Option<usize>, seed: u64) -> Picked {
+pub fn pick(eval: &Evaluation, data: &Examples, count: Option<usize>, seed: u64) -> Picked {
     let wrong = eval.misclassified(&data.labels);
     let total = wrong.len();
     let mut chosen: Vec<usize> = match count {
@@ -73,7 +73,7 @@ pub fn png_paths(dir: &Path, mistakes: &[Mistake]) -> Vec<PathBuf> {
 
 /// The mistake as a card of the sheet: the digit with the model's answer
 /// (in red), the truth and the test-set index under it.
-pub fn card<'a>(m: &Mistake, data: &'a Split) -> Card<'a> {
+pub fn card<'a>(m: &Mistake, data: &'a Examples) -> Card<'a> {
     Card {
         pixels: data.images.image(m.index),
         lines: vec![

@@ -162,55 +162,54 @@ impl Cnn {
             .val()
     }
 
-    /// The six parameters as host values with their shapes, in the order
-    /// Keras lists them: conv kernel `[32, 1, 3, 3]` (Burn's layout) and
-    /// bias, hidden weights `[20000, 128]` and bias, output weights
-    /// `[128, 10]` and bias.
-    pub fn parameters(&self) -> Vec<(Vec<usize>, Vec<f32>)> {
-        fn host<const D: usize>(t: Tensor<D>) -> (Vec<usize>, Vec<f32>) {
-            let data = t.into_data();
-            let shape = data.shape().to_vec();
-            (
-                shape,
-                data.convert::<f32>()
-                    .try_into_vec::<f32>()
-                    .expect("f32 values"),
-            )
+    /// The six parameters as host values.
+    pub fn parameters(&self) -> Parameters {
+        fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+            t.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("f32 values")
         }
-        vec![
-            host(self.conv.weight.val()),
-            host(self.conv_bias()),
-            host(self.hidden.weight.val()),
-            host(self.hidden_bias()),
-            host(self.output.weight.val()),
-            host(
+        Parameters {
+            conv_weight: host(self.conv.weight.val()),
+            conv_bias: host(self.conv_bias()),
+            hidden_weight: host(self.hidden.weight.val()),
+            hidden_bias: host(self.hidden_bias()),
+            output_weight: host(self.output.weight.val()),
+            output_bias: host(
                 self.output
                     .bias
                     .as_ref()
                     .expect("the output layer is built with a bias")
                     .val(),
             ),
-        ]
+        }
     }
 
-    /// The network with the parameters [`parameters`](Self::parameters)
-    /// gave (same order, same shapes), on `device`.
-    pub fn from_parameters(params: Vec<(Vec<usize>, Vec<f32>)>, device: &Device) -> Self {
+    /// The network with these parameters, on `device`.
+    pub fn from_parameters(params: Parameters, device: &Device) -> Self {
         fn param<const D: usize>(
-            (shape, values): (Vec<usize>, Vec<f32>),
+            values: Vec<f32>,
+            shape: [usize; D],
             device: &Device,
         ) -> Param<Tensor<D>> {
             Param::from_data(TensorData::new(values, shape), device)
         }
-        let [conv_w, conv_b, hidden_w, hidden_b, output_w, output_b] =
-            <[_; 6]>::try_from(params).expect("six parameters");
+        let Parameters {
+            conv_weight,
+            conv_bias,
+            hidden_weight,
+            hidden_bias,
+            output_weight,
+            output_bias,
+        } = params;
         let mut model = Self::skeleton(device);
-        model.conv.weight = param(conv_w, device);
-        model.conv.bias = Some(param(conv_b, device));
-        model.hidden.weight = param(hidden_w, device);
-        model.hidden.bias = Some(param(hidden_b, device));
-        model.output.weight = param(output_w, device);
-        model.output.bias = Some(param(output_b, device));
+        model.conv.weight = param(conv_weight, Parameters::CONV_WEIGHT, device);
+        model.conv.bias = Some(param(conv_bias, [FILTERS], device));
+        model.hidden.weight = param(hidden_weight, [FEATURES, HIDDEN], device);
+        model.hidden.bias = Some(param(hidden_bias, [HIDDEN], device));
+        model.output.weight = param(output_weight, [HIDDEN, CLASSES], device);
+        model.output.bias = Some(param(output_bias, [CLASSES], device));
         model
     }
 
@@ -227,6 +226,48 @@ impl Cnn {
     /// Class probabilities `[n, 10]` for inference.
     pub fn probabilities(&self, batch: &Batch) -> Tensor<2> {
         softmax(self.forward(batch, None), 1)
+    }
+}
+
+/// The network's six parameters as host values (row-major), in the order
+/// Keras lists them; each one's shape is in [`Parameters::shaped`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parameters {
+    /// The convolution's kernel, `[32, 1, 3, 3]` (Burn's layout:
+    /// filter, input channel, row, column).
+    pub conv_weight: Vec<f32>,
+    /// `[32]`.
+    pub conv_bias: Vec<f32>,
+    /// The hidden layer's weights, `[20000, 128]` (input, output), its input
+    /// in Keras's channels-last flatten order.
+    pub hidden_weight: Vec<f32>,
+    /// `[128]`.
+    pub hidden_bias: Vec<f32>,
+    /// The output layer's weights, `[128, 10]`.
+    pub output_weight: Vec<f32>,
+    /// `[10]`.
+    pub output_bias: Vec<f32>,
+}
+
+impl Parameters {
+    /// The convolution kernel's shape, in Burn's layout.
+    pub const CONV_WEIGHT: [usize; 4] = [FILTERS, 1, KERNEL, KERNEL];
+
+    /// The six with their shapes, in Keras's order.
+    pub fn shaped(&self) -> [(Vec<usize>, &[f32]); 6] {
+        [
+            (Self::CONV_WEIGHT.to_vec(), &self.conv_weight),
+            (vec![FILTERS], &self.conv_bias),
+            (vec![FEATURES, HIDDEN], &self.hidden_weight),
+            (vec![HIDDEN], &self.hidden_bias),
+            (vec![HIDDEN, CLASSES], &self.output_weight),
+            (vec![CLASSES], &self.output_bias),
+        ]
+    }
+
+    /// The six, in Keras's order, for comparing two networks value by value.
+    pub fn values(&self) -> [&[f32]; 6] {
+        self.shaped().map(|(_, values)| values)
     }
 }
 

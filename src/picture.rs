@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::files::{FileError, write_atomically};
 use crate::idx::SIDE;
-use crate::store::{StoreError, write_atomically};
 
 /// Draws a 28×28 image with shaded block characters, two per pixel so
 /// that it keeps its proportions in a terminal.
@@ -70,7 +70,7 @@ pub enum PngError {
         source: png::EncodingError,
     },
     #[error(transparent)]
-    Store(#[from] StoreError),
+    File(#[from] FileError),
 }
 
 /// Encodes 8-bit pixels (`channels` 1: grey, 3: RGB) as PNG and writes them

@@ -8,7 +8,7 @@ use std::path::Path;
 use plotters::prelude::*;
 use thiserror::Error;
 
-use crate::store::{StoreError, write_atomically};
+use crate::files::{FileError, write_atomically};
 use crate::train::EpochStats;
 
 /// Size of the picture in pixels: two charts side by side.
@@ -27,7 +27,7 @@ pub enum PlotError {
     #[error("cannot draw the learning curves: {0}")]
     Draw(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    File(#[from] FileError),
 }
 
 /// One chart: a quantity's training and validation values per epoch.
@@ -53,9 +53,9 @@ pub fn svg(history: &[EpochStats], validation: Option<&str>) -> Result<String, P
             .collect()
     };
     let loss = series(&|e| Some(e.loss));
-    let val_loss = series(&|e| e.val_loss);
+    let val_loss = series(&|e| e.validation.map(|v| v.loss));
     let accuracy = series(&|e| Some(e.accuracy));
-    let val_accuracy = series(&|e| e.val_accuracy);
+    let val_accuracy = series(&|e| e.validation.map(|v| v.accuracy));
     let highest = loss
         .iter()
         .chain(&val_loss)
@@ -114,7 +114,7 @@ fn draw_failed(e: impl std::fmt::Display) -> PlotError {
     PlotError::Draw(e.to_string())
 }
 
-/// The smallest of 1, 2 or 5 times a power of ten that is at least `x`
+/// The smallest of 1, 2, 2.5 or 5 times a power of ten that is at least `x`
 /// (so that the axis ends on a round value).
 fn nice_ceiling(x: f64) -> f64 {
     if x <= 0.0 || !x.is_finite() {
@@ -193,6 +193,7 @@ fn draw<DB: DrawingBackend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::eval::Score;
 
     fn epoch(epoch: usize, loss: f64, accuracy: f64, val: Option<(f64, f64)>) -> EpochStats {
         EpochStats {
@@ -200,8 +201,7 @@ mod tests {
             loss,
             accuracy,
             seconds: 1.0,
-            val_loss: val.map(|v| v.0),
-            val_accuracy: val.map(|v| v.1),
+            validation: val.map(|(loss, accuracy)| Score { loss, accuracy }),
         }
     }
 

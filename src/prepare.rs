@@ -34,24 +34,24 @@ use thiserror::Error;
 use crate::idx::{PIXELS, SIDE};
 
 /// Side of the box MNIST scaled each digit to fit.
-pub const BOX: usize = 20;
+pub(crate) const BOX: usize = 20;
 
 /// Least difference between paper and ink (on a 0-1 scale) for a picture
 /// to count as holding a digit at all.
-pub const MIN_CONTRAST: f32 = 0.2;
+pub(crate) const MIN_CONTRAST: f32 = 0.2;
 
 /// Ink level (after stretching) from which a pixel counts as part of the
 /// digit; fainter pixels are paper texture, shadow or blur.
-pub const INK_THRESHOLD: f32 = 0.5;
+pub(crate) const INK_THRESHOLD: f32 = 0.5;
 
 /// Stroke width (in pixels of the 20×20 box) below which strokes are
 /// widened: MNIST's are about 1.9 pixels wide there (the median over the
 /// test set, as [`stroke_width`] measures them), fewer than 1% under 1.
-pub const THIN_STROKE: f32 = 0.9;
+pub(crate) const THIN_STROKE: f32 = 0.9;
 
 /// Stroke width (in pixels of the 20×20 box) that thin strokes are widened
 /// to: about MNIST's median.
-pub const WIDENED_STROKE: f32 = 2.0;
+pub(crate) const WIDENED_STROKE: f32 = 2.0;
 
 /// Why a picture could not be made into a digit for the model.
 #[derive(Debug, Error)]
@@ -108,7 +108,7 @@ impl Grey {
 /// Decodes an image file's bytes to lightness in [0, 1] (1 white): any
 /// colour or bit depth, transparency composited over white paper, the EXIF
 /// orientation a phone camera records applied.
-pub fn decode(bytes: &[u8]) -> Result<Grey, PrepareError> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Grey, PrepareError> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(PrepareError::Read)?;
@@ -148,7 +148,7 @@ fn median(mut values: Vec<f32>) -> f32 {
 /// Ink in [0, 1] (1: the most inked pixel, 0: the paper), and whether the
 /// picture was dark on light (and so inverted). `Blank` when nothing stands
 /// out from the paper by [`MIN_CONTRAST`].
-pub fn ink(image: &Grey) -> Result<(Grey, bool), PrepareError> {
+pub(crate) fn ink(image: &Grey) -> Result<(Grey, bool), PrepareError> {
     let border = image.border();
     let mean = border.iter().sum::<f32>() / border.len() as f32;
     let inverted = mean > 0.5;
@@ -168,7 +168,7 @@ pub fn ink(image: &Grey) -> Result<(Grey, bool), PrepareError> {
 
 /// The smallest box `(x, y, width, height)` holding every pixel of at least
 /// `threshold`; `None` if there is none.
-pub fn bounding_box(image: &Grey, threshold: f32) -> Option<(usize, usize, usize, usize)> {
+pub(crate) fn bounding_box(image: &Grey, threshold: f32) -> Option<(usize, usize, usize, usize)> {
     let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
     for y in 0..image.height {
         for x in 0..image.width {
@@ -181,7 +181,7 @@ pub fn bounding_box(image: &Grey, threshold: f32) -> Option<(usize, usize, usize
 }
 
 /// The part of `image` inside the box `(x, y, width, height)`.
-pub fn crop(image: &Grey, (x, y, width, height): (usize, usize, usize, usize)) -> Grey {
+pub(crate) fn crop(image: &Grey, (x, y, width, height): (usize, usize, usize, usize)) -> Grey {
     let pixels = (y..y + height)
         .flat_map(|row| {
             image.pixels[row * image.width + x..][..width]
@@ -214,7 +214,7 @@ fn coverage(from: usize, to: usize) -> Vec<Vec<(usize, f32)>> {
 
 /// `image` resampled to `width × height`, each output pixel the average of
 /// the input area it covers (anti-aliased when shrinking).
-pub fn resize(image: &Grey, width: usize, height: usize) -> Grey {
+pub(crate) fn resize(image: &Grey, width: usize, height: usize) -> Grey {
     let (cols, rows) = (coverage(image.width, width), coverage(image.height, height));
     let mut wide = vec![0.0f32; width * image.height];
     for y in 0..image.height {
@@ -233,7 +233,7 @@ pub fn resize(image: &Grey, width: usize, height: usize) -> Grey {
 
 /// The size that fits `width × height` into `side × side` keeping its
 /// proportions (the longer side becomes `side`).
-pub fn fit(width: usize, height: usize, side: usize) -> (usize, usize) {
+pub(crate) fn fit(width: usize, height: usize, side: usize) -> (usize, usize) {
     let long = width.max(height) as f64;
     let scaled = |n: usize| ((n as f64 * side as f64 / long).round() as usize).clamp(1, side);
     (scaled(width), scaled(height))
@@ -241,7 +241,7 @@ pub fn fit(width: usize, height: usize, side: usize) -> (usize, usize) {
 
 /// The mean width of the strokes (pixels of at least 0.5): twice their area
 /// over their outline's length, which for a line of width w is about w.
-pub fn stroke_width(image: &Grey) -> f32 {
+pub(crate) fn stroke_width(image: &Grey) -> f32 {
     let inked = |x: isize, y: isize| {
         x >= 0
             && y >= 0
@@ -270,7 +270,7 @@ pub fn stroke_width(image: &Grey) -> f32 {
 /// `image` with its strokes widened by `r` pixels on each side (and so `r`
 /// pixels bigger on each side itself): each pixel takes the largest value
 /// within `r` of it, along the rows and then the columns.
-pub fn thicken(image: &Grey, r: usize) -> Grey {
+pub(crate) fn thicken(image: &Grey, r: usize) -> Grey {
     let (w, h) = (image.width + 2 * r, image.height + 2 * r);
     // The image placed in the middle of the bigger canvas.
     let mut canvas = vec![0.0f32; w * h];
@@ -304,14 +304,14 @@ pub fn thicken(image: &Grey, r: usize) -> Grey {
 /// How many pixels to add on each side of strokes `stroke` wide in a digit
 /// `long` pixels at its longest, so that they end [`WIDENED_STROKE`] wide
 /// once it is shrunk to fit the box (the widening lengthens it too).
-pub fn widening(stroke: f32, long: usize) -> usize {
+pub(crate) fn widening(stroke: f32, long: usize) -> usize {
     let box_fraction = WIDENED_STROKE / BOX as f32;
     let r = (box_fraction * long as f32 - stroke) / (2.0 * (1.0 - box_fraction));
     r.round().max(1.0) as usize
 }
 
 /// The centre of mass `(x, y)`, pixel `i` covering `[i, i + 1)`.
-pub fn centre_of_mass(image: &Grey) -> (f64, f64) {
+pub(crate) fn centre_of_mass(image: &Grey) -> (f64, f64) {
     let (mut mass, mut sx, mut sy) = (0.0f64, 0.0f64, 0.0f64);
     for y in 0..image.height {
         for x in 0..image.width {
@@ -330,12 +330,12 @@ pub fn centre_of_mass(image: &Grey) -> (f64, f64) {
 /// Where MNIST's digits have their centre of mass: in pixel (14, 14)
 /// counted from 0, so at 14.5 in the coordinates of [`centre_of_mass`]
 /// (the mean over the 60,000 training images is (14.507, 14.496)).
-pub const CENTRE: f64 = SIDE as f64 / 2.0 + 0.5;
+pub(crate) const CENTRE: f64 = SIDE as f64 / 2.0 + 0.5;
 
 /// `image` put in a 28×28 field, shifted by whole pixels so that its centre
 /// of mass is nearest [`CENTRE`] (what is pushed past the edge is lost,
 /// which for a digit of at most 20×20 is at most a stray speck).
-pub fn place(image: &Grey) -> Grey {
+pub(crate) fn place(image: &Grey) -> Grey {
     let (cx, cy) = centre_of_mass(image);
     let centre = CENTRE;
     let (ox, oy) = (

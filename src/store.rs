@@ -1,16 +1,8 @@
-//! Everything this tool keeps on disk goes through here: files written
-//! atomically, content hashes, and the model store (where a model's files
-//! live, saving and loading its weights and its JSON metadata).
-//!
-//! A file is written to a temporary file beside it, synced and renamed over
-//! the final name, so a crash, a full disk or Ctrl-C leaves the old content
-//! or the new, never a part. Temporary files are named after the file they
-//! become (`.model.bpk.tmp-XXXXXX`), so that one left behind by a killed
-//! process is recognised and removed by the next run, and is never taken for
-//! the file itself.
+//! The model store: where a model's files live, and saving and loading its
+//! weights and its JSON metadata (written through [`crate::files`]).
 
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
@@ -18,18 +10,16 @@ use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
+use crate::files::{self, FileError, write_atomically};
 use crate::model::Cnn;
 
-/// Why a file could not be stored or read back.
+/// Why a model could not be stored or read back.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("cannot write {}: {source}", path.display())]
-    Write { path: PathBuf, source: io::Error },
-    #[error("{} is a folder, not a file", path.display())]
-    IsFolder { path: PathBuf },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("model file {} not found", path.display())]
     Missing { path: PathBuf },
     #[error("cannot read {}: {source}", path.display())]
@@ -38,94 +28,6 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: String },
     #[error("{} holds another network ({reason})", path.display())]
     Architecture { path: PathBuf, reason: String },
-}
-
-/// Lower-case hex SHA-256 of the parts, one after the other.
-pub fn sha256_hex<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update(part);
-    }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// Prefix of the temporary files that become `path`.
-fn temp_prefix(path: &Path) -> String {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    format!(".{name}.tmp-")
-}
-
-fn folder_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// Writes `bytes` to `path` so that `path` holds either its old content or
-/// all of the new, never a part: temp file in the same folder, fsync, rename.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let err = |source| StoreError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    if path.is_dir() {
-        return Err(StoreError::IsFolder {
-            path: path.to_path_buf(),
-        });
-    }
-    let mut builder = tempfile::Builder::new();
-    let prefix = temp_prefix(path);
-    builder.prefix(&prefix);
-    // Temp files are private (0600) by default; the result should get the
-    // usual permissions (0666 less the umask) like any file a tool writes.
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let mut tmp = builder.tempfile_in(folder_of(path)).map_err(err)?;
-    tmp.write_all(bytes).map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
-}
-
-/// Makes sure `path` can be written: its folder exists (it is created) and
-/// takes new files, and `path` is not a folder. Checked before any work, so
-/// that a bad location fails at once rather than after the first epoch.
-pub fn check_writable(path: &Path) -> Result<(), StoreError> {
-    if path.is_dir() {
-        return Err(StoreError::IsFolder {
-            path: path.to_path_buf(),
-        });
-    }
-    let folder = folder_of(path);
-    let err = |source| StoreError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    fs::create_dir_all(folder).map_err(err)?;
-    tempfile::Builder::new()
-        .prefix(&temp_prefix(path))
-        .tempfile_in(folder)
-        .map_err(err)?;
-    Ok(())
-}
-
-/// Removes temporary files that a killed process left on the way to `path`.
-/// Returns how many it removed.
-pub fn remove_stale_temps(path: &Path) -> usize {
-    let prefix = temp_prefix(path);
-    let Ok(entries) = fs::read_dir(folder_of(path)) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .filter(|e| fs::remove_file(e.path()).is_ok())
-        .count()
 }
 
 /// Where a model's files live: the weights (Burn's burnpack format), the
@@ -184,16 +86,19 @@ impl ModelPaths {
         [&self.weights, &self.metadata, &self.plot]
     }
 
-    /// Makes sure every file can be written (see [`check_writable`]).
+    /// Makes sure every file can be written (see [`files::check_writable`]).
     pub fn check_writable(&self) -> Result<(), StoreError> {
-        self.files().into_iter().try_for_each(|p| check_writable(p))
+        self.files()
+            .into_iter()
+            .try_for_each(|p| files::check_writable(p))
+            .map_err(StoreError::from)
     }
 
     /// Removes temporary files an interrupted save left behind.
     pub fn remove_stale_temps(&self) -> usize {
         self.files()
             .into_iter()
-            .map(|p| remove_stale_temps(p))
+            .map(|p| files::remove_stale_temps(p))
             .sum()
     }
 
@@ -211,10 +116,7 @@ impl ModelPaths {
             .expect("some number is free");
         for (from, to) in self.files().into_iter().zip(backup.files()) {
             if from.exists() {
-                fs::rename(from, to).map_err(|source| StoreError::Write {
-                    path: to.clone(),
-                    source,
-                })?;
+                fs::rename(from, to).map_err(|source| FileError::write(to, source))?;
             }
         }
         Ok(backup)
@@ -226,11 +128,8 @@ impl ModelPaths {
             .clone()
             .into_record()
             .into_bytes()
-            .map_err(|e| StoreError::Write {
-                path: self.weights.clone(),
-                source: io::Error::other(e.to_string()),
-            })?;
-        write_atomically(&self.weights, &bytes)
+            .map_err(|e| FileError::write(&self.weights, io::Error::other(e.to_string())))?;
+        Ok(write_atomically(&self.weights, &bytes)?)
     }
 
     /// Loads weights saved by [`save_weights`](Self::save_weights).
@@ -254,7 +153,7 @@ impl ModelPaths {
     /// Saves the metadata as pretty JSON (atomically).
     pub fn save_metadata<T: Serialize>(&self, metadata: &T) -> Result<(), StoreError> {
         let json = serde_json::to_vec_pretty(metadata).expect("metadata serialises");
-        write_atomically(&self.metadata, &json)
+        Ok(write_atomically(&self.metadata, &json)?)
     }
 
     /// Reads the metadata saved beside the weights.
@@ -269,9 +168,10 @@ impl ModelPaths {
 
 fn read(path: &Path) -> Result<Vec<u8>, StoreError> {
     if path.is_dir() {
-        return Err(StoreError::IsFolder {
+        return Err(FileError::IsFolder {
             path: path.to_path_buf(),
-        });
+        }
+        .into());
     }
     fs::read(path).map_err(|source| match source.kind() {
         io::ErrorKind::NotFound => StoreError::Missing {
@@ -287,41 +187,6 @@ fn read(path: &Path) -> Result<Vec<u8>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn atomic_write_replaces_whole_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        write_atomically(&path, b"old").unwrap();
-        write_atomically(&path, b"new content").unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"new content");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            // The same permissions as any newly created file (not tempfile's 0600).
-            let usual = dir.path().join("usual");
-            fs::write(&usual, b"").unwrap();
-            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode();
-            assert_eq!(mode(&path), mode(&usual));
-        }
-    }
-
-    #[test]
-    fn stale_temp_files_are_found_by_name_and_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("model.bpk");
-        fs::write(dir.path().join(".model.bpk.tmp-abc123"), b"half").unwrap();
-        fs::write(dir.path().join(".other.bpk.tmp-abc123"), b"keep").unwrap();
-        fs::write(&path, b"real").unwrap();
-        assert_eq!(remove_stale_temps(&path), 1);
-        let mut left: Vec<String> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(left, [".other.bpk.tmp-abc123", "model.bpk"]);
-    }
 
     #[test]
     fn model_locations_read_as_users_write_them() {

@@ -203,11 +203,12 @@ impl train::Progress for TrainProgress {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        let validation = match (stats.val_loss, stats.val_accuracy) {
-            (Some(loss), Some(accuracy)) => {
-                format!(" - val_loss: {loss:.4} - val_accuracy: {accuracy:.4}")
-            }
-            _ => String::new(),
+        let validation = match stats.validation {
+            Some(v) => format!(
+                " - val_loss: {:.4} - val_accuracy: {:.4}",
+                v.loss, v.accuracy
+            ),
+            None => String::new(),
         };
         print_lossy(format_args!(
             "Epoch {}/{epochs} - {:.1}s - loss: {:.4} - accuracy: {:.4}{validation}",

@@ -305,3 +305,33 @@ fn a_batch_too_large_for_the_memory_available_is_refused_up_front() {
     assert!(stderr.contains("try a smaller --batch-size"), "{stderr}");
     assert!(!stderr.contains("downloading"), "{stderr}");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_the_reporting_commands_quietly() {
+    let (_dir, model, _) = common::train_model(&["--epochs", "1", "--limit", "320"]);
+    let model = model.as_path();
+    let data = common::data_dir();
+    let model_args: [&Path; 4] = [Path::new("--data-dir"), data, Path::new("--model"), model];
+    for args in [
+        &["eval"][..],
+        &["eval", "--json"],
+        &["misclassified", "--all"],
+        &["misclassified", "--json"],
+    ] {
+        let (code, stderr) = common::with_stdout_closed(args, &model_args);
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("error"), "{args:?}: {stderr}");
+    }
+    for args in [
+        &["download", "--no-default-mirrors"][..],
+        &["bench", "--steps", "1", "--warmup", "0"],
+        &["show", "53238", "--values"],
+    ] {
+        let (code, stderr) = common::with_stdout_closed(args, &[Path::new("--data-dir"), data]);
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("error"), "{args:?}: {stderr}");
+    }
+}

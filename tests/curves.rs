@@ -73,16 +73,8 @@ fn validating_records_the_test_figures_without_changing_training() {
     };
     assert_eq!(train_figures(&v), train_figures(&p));
     assert_eq!(v.history.len(), EPOCHS);
-    assert!(
-        v.history
-            .iter()
-            .all(|e| e.val_loss.is_some() && e.val_accuracy.is_some())
-    );
-    assert!(
-        p.history
-            .iter()
-            .all(|e| e.val_loss.is_none() && e.val_accuracy.is_none())
-    );
+    assert!(v.history.iter().all(|e| e.validation.is_some()));
+    assert!(p.history.iter().all(|e| e.validation.is_none()));
     assert_eq!(v.validation_data.as_deref(), Some("the 10000 test images"));
     let plain_json = std::fs::read_to_string(ModelPaths::new(&plain.model).metadata).unwrap();
     assert!(!plain_json.contains("val_") && !plain_json.contains("validation"));
@@ -91,8 +83,8 @@ fn validating_records_the_test_figures_without_changing_training() {
     for e in &v.history {
         let line = format!(
             "- val_loss: {:.4} - val_accuracy: {:.4}\n",
-            e.val_loss.unwrap(),
-            e.val_accuracy.unwrap()
+            e.validation.unwrap().loss,
+            e.validation.unwrap().accuracy
         );
         let epoch_line = validated
             .stdout
@@ -114,18 +106,21 @@ fn validating_records_the_test_figures_without_changing_training() {
     .unwrap();
     let last = v.history.last().unwrap();
     assert_eq!(
-        last.val_accuracy.unwrap(),
+        last.validation.unwrap().accuracy,
         eval["accuracy"].as_f64().unwrap()
     );
     let loss = eval["loss"].as_f64().unwrap();
     assert!(
-        (last.val_loss.unwrap() - loss).abs() < 1e-9,
+        (last.validation.unwrap().loss - loss).abs() < 1e-9,
         "{last:?} vs {loss}"
     );
     let test = v.test.unwrap();
     assert_eq!(
         (test.loss, test.accuracy),
-        (last.val_loss.unwrap(), last.val_accuracy.unwrap())
+        (
+            last.validation.unwrap().loss,
+            last.validation.unwrap().accuracy
+        )
     );
 }
 
@@ -192,11 +187,11 @@ fn check_curves(svg: &str, history: &[EpochStats], validated: bool) {
     for (chart, (values, val_values)) in [
         (
             field(&|e| Some(e.loss)),
-            field(&|e| e.val_loss.or(Some(0.0))),
+            field(&|e| e.validation.map(|v| v.loss).or(Some(0.0))),
         ),
         (
             field(&|e| Some(e.accuracy)),
-            field(&|e| e.val_accuracy.or(Some(0.0))),
+            field(&|e| e.validation.map(|v| v.accuracy).or(Some(0.0))),
         ),
     ]
     .into_iter()

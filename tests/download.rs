@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{Fixture, gzip, read_request, serve, serve_raw, serve_with};
 use mnist_cnn::data::FileSpec;
 use mnist_cnn::download::{DownloadError, Downloader, FetchError, Mirror, Outcome, Report};
-use mnist_cnn::store::sha256_hex;
+use mnist_cnn::files::sha256_hex;
 
 fn downloader(mirrors: &[&str], fixture: &Fixture) -> Downloader {
     let mut d = Downloader::new(mirrors.iter().map(|m| Mirror::parse(m)).collect());

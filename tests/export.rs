@@ -8,32 +8,16 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use common::mnist_cnn;
-use mnist_cnn::data::{self, Part};
+use mnist_cnn::data::{self, Split};
 use mnist_cnn::model::Batch;
 use mnist_cnn::store::ModelPaths;
 use mnist_cnn::train::Metadata;
 use safetensors::{Dtype, SafeTensors};
 
 /// A model trained once for the tests here.
-fn trained_model() -> &'static (tempfile::TempDir, PathBuf) {
-    static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let model = dir.path().join("model");
-        let out = mnist_cnn()
-            .args(["train", "--epochs", "1", "--limit", "640", "--data-dir"])
-            .arg(common::data_dir())
-            .arg("--model")
-            .arg(&model)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (dir, model)
-    })
+fn trained_model() -> &'static (tempfile::TempDir, PathBuf, String) {
+    static MODEL: OnceLock<(tempfile::TempDir, PathBuf, String)> = OnceLock::new();
+    MODEL.get_or_init(|| common::train_model(&["--epochs", "1", "--limit", "640"]))
 }
 
 /// Runs `export`; returns whether it succeeded, and its stderr.
@@ -121,7 +105,7 @@ fn keras_forward(file: &SafeTensors, image: &[u8]) -> Vec<f32> {
 
 #[test]
 fn the_exported_file_computes_the_models_probabilities_in_keras_layout() {
-    let (dir, model) = trained_model();
+    let (dir, model, _) = trained_model();
     let out = dir.path().join("model.safetensors");
     let (ok, stderr) = export(model, &out);
     assert!(ok, "{stderr}");
@@ -156,7 +140,7 @@ fn the_exported_file_computes_the_models_probabilities_in_keras_layout() {
 
     let device = mnist_cnn::backend::host_device();
     let cnn = ModelPaths::new(model).load_weights(&device).unwrap();
-    let test = data::load(common::data_dir(), Part::Test).unwrap();
+    let test = data::load(common::data_dir(), Split::Test).unwrap();
     let indices: Vec<usize> = (0..20).map(|i| i * 487).collect();
     let probs = cnn
         .probabilities(&Batch::new(&test.images, &indices, &device))
@@ -178,7 +162,7 @@ fn the_exported_file_computes_the_models_probabilities_in_keras_layout() {
 
 #[test]
 fn an_existing_output_is_replaced_whole() {
-    let (dir, model) = trained_model();
+    let (dir, model, _) = trained_model();
     let out_dir = dir.path().join("replace");
     std::fs::create_dir(&out_dir).unwrap();
     let out = out_dir.join("m.safetensors");
@@ -212,6 +196,6 @@ fn bad_models_and_outputs_give_one_line_errors() {
         "is corrupt or not a model file",
     );
     assert!(!out.exists());
-    let (_, model) = trained_model();
+    let (_, model, _) = trained_model();
     check(model, dir.path(), "is a folder, not a file");
 }

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use burn::tensor::Device;
 use common::{LEARNED, fails_with, max_diff, mnist_cnn, stdout_of, subset, succeeds};
 use mnist_cnn::backend::{self, Backend};
-use mnist_cnn::data::Part;
+use mnist_cnn::data::Split;
 use mnist_cnn::eval;
 use mnist_cnn::idx::{CLASSES, PIXELS};
 use mnist_cnn::model::{Batch, Cnn};
@@ -34,7 +34,7 @@ fn cpu() -> Device {
 
 /// Class probabilities of `model` for the first `n` test images.
 fn probabilities(model: &Cnn, n: usize, device: &Device) -> Vec<f32> {
-    let test = subset(Part::Test, n);
+    let test = subset(Split::Test, n);
     let images: Vec<Vec<f32>> = (0..n)
         .map(|i| {
             let mut pixels = Vec::with_capacity(PIXELS);
@@ -70,7 +70,7 @@ fn the_device_is_the_gpu_backend_and_names_its_adapter() {
 fn the_forward_pass_on_the_gpu_equals_the_cpus() {
     let cpu_model = Cnn::new(&cpu(), &mut SmallRng::seed_from_u64(5));
     let gpu_model = cpu_model.copied_to(&gpu());
-    let test = subset(Part::Test, 64);
+    let test = subset(Split::Test, 64);
     let indices: Vec<usize> = (0..64).collect();
     for dropout in [None, Some(11)] {
         let on = |model: &Cnn, device: &Device| {
@@ -93,7 +93,7 @@ fn the_forward_pass_on_the_gpu_equals_the_cpus() {
 /// last digits.
 #[test]
 fn one_training_step_on_the_gpu_equals_the_host_step() {
-    let test = subset(Part::Test, 32);
+    let test = subset(Split::Test, 32);
     let indices: Vec<usize> = (0..32).collect();
     let step = |engine: Engine, device: &Device| {
         let config = TrainConfig {
@@ -107,10 +107,12 @@ fn one_training_step_on_the_gpu_equals_the_host_step() {
         let before = start.parameters();
         let mut trainer = Trainer::resume(start, &config, device);
         let (loss, _) = trainer.step(&test, &indices, 17);
+        let after = trainer.model().parameters();
         let updates: Vec<Vec<f32>> = before
+            .values()
             .iter()
-            .zip(trainer.model().parameters())
-            .map(|((_, b), (_, a))| a.iter().zip(b).map(|(a, b)| a - b).collect())
+            .zip(after.values())
+            .map(|(b, a)| a.iter().zip(*b).map(|(a, b)| a - b).collect())
             .collect();
         (loss, updates)
     };
@@ -178,7 +180,7 @@ fn training_on_the_gpu_learns() {
     let accuracy = test_accuracy(out);
     assert!(accuracy > LEARNED, "test accuracy {accuracy}");
     let metadata = metadata(model);
-    assert_eq!(metadata["backend"], "wgpu");
+    assert_eq!(metadata["backends"], serde_json::json!(["wgpu"]));
     assert_eq!(metadata["config"]["engine"], "burn");
     assert_eq!(metadata["history"].as_array().unwrap().len(), 2);
 }
@@ -242,7 +244,7 @@ fn a_model_resumes_on_the_backend_its_engine_runs_on() {
         "{out}"
     );
     let resumed = metadata(&copy);
-    assert_eq!(resumed["backend"], "wgpu, then flex");
+    assert_eq!(resumed["backends"], serde_json::json!(["wgpu", "flex"]));
     assert_eq!(resumed["history"].as_array().unwrap().len(), 3);
 
     let host = dir.path().join("host");
@@ -256,7 +258,7 @@ fn a_model_resumes_on_the_backend_its_engine_runs_on() {
             .arg("--model")
             .arg(&host),
     );
-    assert_eq!(metadata(&host)["backend"], "flex");
+    assert_eq!(metadata(&host)["backends"], serde_json::json!(["flex"]));
     let out = resume(&host, &[]);
     assert!(out.contains("(backend: flex; host engine)"), "{out}");
     fails_with(
@@ -342,7 +344,7 @@ fn eval_and_misclassified_agree_across_backends() {
 fn predict_runs_on_the_gpu() {
     let (_, model, _) = trained_on_gpu();
     let dir = tempfile::tempdir().unwrap();
-    let test = subset(Part::Test, 1);
+    let test = subset(Split::Test, 1);
     let picture = dir.path().join("digit.png");
     mnist_cnn::picture::write_png(&picture, test.images.image(0), 4).unwrap();
     let picture = picture.to_str().unwrap();

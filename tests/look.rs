@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use common::mnist_cnn;
+use common::{mnist_cnn, stdout_of};
 use image::{DynamicImage, GrayImage, ImageFormat, Luma, Rgb, RgbImage, imageops};
-use mnist_cnn::data::{self, Part, Split};
+use mnist_cnn::data::{self, Examples, Split};
 use mnist_cnn::idx::{PIXELS, SIDE};
 use mnist_cnn::picture;
 use mnist_cnn::store::ModelPaths;
@@ -17,16 +17,6 @@ use serde_json::Value;
 
 fn run(cmd: &mut Command) -> Output {
     cmd.output().unwrap()
-}
-
-fn stdout_of(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// The `error:` lines of a failed run (which must not have panicked).
@@ -41,14 +31,14 @@ fn errors_of(out: &Output) -> Vec<String> {
         .collect()
 }
 
-fn split(part: Part) -> &'static Split {
-    static TRAIN: OnceLock<Split> = OnceLock::new();
-    static TEST: OnceLock<Split> = OnceLock::new();
-    let cell = match part {
-        Part::Train => &TRAIN,
-        Part::Test => &TEST,
+fn examples(split: Split) -> &'static Examples {
+    static TRAIN: OnceLock<Examples> = OnceLock::new();
+    static TEST: OnceLock<Examples> = OnceLock::new();
+    let cell = match split {
+        Split::Train => &TRAIN,
+        Split::Test => &TEST,
     };
-    cell.get_or_init(|| data::load(common::data_dir(), part).unwrap())
+    cell.get_or_init(|| data::load(common::data_dir(), split).unwrap())
 }
 
 fn show(args: &[&str]) -> Command {
@@ -63,7 +53,7 @@ fn show(args: &[&str]) -> Command {
 #[test]
 fn show_prints_the_tutorials_image_its_label_one_hot_and_the_shapes() {
     let out = stdout_of(&mut show(&["53238"]));
-    let train = split(Part::Train);
+    let train = examples(Split::Train);
     let label = train.labels[53238];
     assert_eq!(label, 9, "the tutorial's image is a 9");
     assert!(
@@ -84,7 +74,7 @@ fn show_prints_the_tutorials_image_its_label_one_hot_and_the_shapes() {
 
 #[test]
 fn show_values_prints_the_pixel_table_and_json_has_the_same_pixels() {
-    let test = split(Part::Test);
+    let test = examples(Split::Test);
     let out = stdout_of(&mut show(&["7", "--test", "--values"]));
     let table: Vec<Vec<u8>> = out
         .lines()
@@ -124,13 +114,9 @@ fn show_values_prints_the_pixel_table_and_json_has_the_same_pixels() {
 }
 
 fn read_png(path: &Path) -> (u32, u32, Vec<u8>) {
-    let file = std::io::BufReader::new(std::fs::File::open(path).unwrap());
-    let mut reader = png::Decoder::new(file).read_info().unwrap();
-    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut pixels).unwrap();
-    assert_eq!(info.color_type, png::ColorType::Grayscale);
-    pixels.truncate(info.buffer_size());
-    (info.width, info.height, pixels)
+    let (width, height, colour, pixels) = common::decode_png(path);
+    assert_eq!(colour, png::ColorType::Grayscale);
+    (width, height, pixels)
 }
 
 #[test]
@@ -147,7 +133,7 @@ fn show_png_writes_the_image_enlarged_as_asked() {
     assert!(out.contains("PNG written to"), "{out}");
     let (w, h, pixels) = read_png(&file);
     assert_eq!((w, h), (84, 84));
-    let image = split(Part::Train).images.image(53238);
+    let image = examples(Split::Train).images.image(53238);
     assert_eq!(pixels, picture::upscale(image, SIDE, 3));
 }
 
@@ -184,20 +170,9 @@ fn show_refuses_an_index_out_of_range_before_reading_any_data() {
 /// A model trained once through the binary for the `predict` tests: a few
 /// thousand images, enough for a model sure of most digits.
 fn model() -> &'static Path {
-    static MODEL: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, path) = MODEL.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let model = dir.path().join("model");
-        stdout_of(
-            mnist_cnn()
-                .args(["train", "--epochs", "2", "--limit", "6000"])
-                .args(["--learning-rate", "0.1", "--data-dir"])
-                .arg(common::data_dir())
-                .arg("--model")
-                .arg(&model),
-        );
-        (dir, model)
-    });
+    static MODEL: OnceLock<(tempfile::TempDir, PathBuf, String)> = OnceLock::new();
+    let flags = ["--epochs", "2", "--limit", "6000", "--learning-rate", "0.1"];
+    let (_, path, _) = MODEL.get_or_init(|| common::train_model(&flags));
     path
 }
 
@@ -244,7 +219,7 @@ fn redrawn(pixels: &[u8], i: usize, dir: &Path) -> PathBuf {
 
 #[test]
 fn redrawn_test_digits_are_read_as_the_originals_are() {
-    let test = split(Part::Test);
+    let test = examples(Split::Test);
     let n = 100;
     let dir = tempfile::tempdir().unwrap();
     let files: Vec<PathBuf> = (0..n)
@@ -291,7 +266,7 @@ fn redrawn_test_digits_are_read_as_the_originals_are() {
 
 #[test]
 fn predict_prints_the_digit_and_top_three_and_can_show_what_the_model_saw() {
-    let test = split(Part::Test);
+    let test = examples(Split::Test);
     let dir = tempfile::tempdir().unwrap();
     let files = [
         redrawn(test.images.image(0), 0, dir.path()),
@@ -328,7 +303,7 @@ fn predict_prints_the_digit_and_top_three_and_can_show_what_the_model_saw() {
 
 #[test]
 fn pictures_that_cannot_be_read_fail_one_line_each_and_the_others_still_run() {
-    let test = split(Part::Test);
+    let test = examples(Split::Test);
     let dir = tempfile::tempdir().unwrap();
     let good = redrawn(test.images.image(3), 3, dir.path());
     let blank = dir.path().join("blank.png");
@@ -374,7 +349,7 @@ fn pictures_that_cannot_be_read_fail_one_line_each_and_the_others_still_run() {
 #[test]
 fn predict_refuses_a_missing_model_or_one_of_another_network() {
     let dir = tempfile::tempdir().unwrap();
-    let picture = redrawn(split(Part::Test).images.image(0), 0, dir.path());
+    let picture = redrawn(examples(Split::Test).images.image(0), 0, dir.path());
     let out = run(mnist_cnn()
         .arg("predict")
         .arg(&picture)

@@ -7,13 +7,13 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use common::subset;
 use mnist_cnn::arch::{PARAMETERS, architecture};
-use mnist_cnn::data::{Part, Split};
+use mnist_cnn::data::{Examples, Split};
 use mnist_cnn::model::Batch;
 use mnist_cnn::store::ModelPaths;
 use mnist_cnn::train::{self, Checkpoint, Engine, Job, Metadata, TrainConfig, TrainError};
 use mnist_cnn::{backend, eval, model::Cnn};
 
-fn job(data: &Split, epochs: usize) -> Job<'_> {
+fn job(data: &Examples, epochs: usize) -> Job<'_> {
     Job {
         data,
         data_sha256: "test".into(),
@@ -57,8 +57,8 @@ fn training_with_burns_own_step_really_learns() {
 
 fn learns_with(engine: Engine) {
     let device = backend::host_device();
-    let train_set = subset(Part::Train, 4000);
-    let held_out = subset(Part::Test, 1000);
+    let train_set = subset(Split::Train, 4000);
+    let held_out = subset(Split::Test, 1000);
     let mut job = job(&train_set, 2);
     job.config.engine = engine;
     let (model, metadata) = train::train(&job, None, &device, None, &mut ()).unwrap();
@@ -76,7 +76,7 @@ fn learns_with(engine: Engine) {
 #[test]
 fn the_same_seed_gives_the_same_losses_and_weights() {
     let device = backend::host_device();
-    let train_set = subset(Part::Train, 320);
+    let train_set = subset(Split::Train, 320);
     let dir = tempfile::tempdir().unwrap();
     let run = |seed: u64, name: &str| {
         let mut job = job(&train_set, 1);
@@ -98,7 +98,7 @@ fn the_same_seed_gives_the_same_losses_and_weights() {
 #[test]
 fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     let device = backend::host_device();
-    let train_set = subset(Part::Train, 2000);
+    let train_set = subset(Split::Train, 2000);
     let dir = tempfile::tempdir().unwrap();
     let straight = ModelPaths::new(&dir.path().join("straight"));
     let (_, whole) =
@@ -107,7 +107,7 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     let resumed = ModelPaths::new(&dir.path().join("resumed"));
     train::train(&job(&train_set, 1), None, &device, Some(&resumed), &mut ()).unwrap();
     let checkpoint = Checkpoint::load(&resumed, &device).unwrap();
-    assert_eq!(checkpoint.metadata.epochs_done, 1);
+    assert_eq!(checkpoint.metadata.epochs_done(), 1);
     let (_, continued) = train::train(
         &job(&train_set, 3),
         Some(checkpoint),
@@ -117,7 +117,7 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     )
     .unwrap();
 
-    assert_eq!(continued.epochs_done, 3);
+    assert_eq!(continued.epochs_done(), 3);
     let losses = |m: &Metadata| m.history.iter().map(|e| e.loss).collect::<Vec<_>>();
     assert_eq!(losses(&continued), losses(&whole));
     let (a, b) = (
@@ -133,7 +133,7 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
 #[test]
 fn resuming_with_other_settings_or_data_is_refused_naming_them() {
     let device = backend::host_device();
-    let train_set = subset(Part::Train, 320);
+    let train_set = subset(Split::Train, 320);
     let dir = tempfile::tempdir().unwrap();
     let paths = ModelPaths::new(&dir.path().join("m"));
     train::train(&job(&train_set, 1), None, &device, Some(&paths), &mut ()).unwrap();
@@ -155,21 +155,21 @@ fn resuming_with_other_settings_or_data_is_refused_naming_them() {
     let mut other = job(&train_set, 2);
     other.data_sha256 = "another".into();
     assert!(refused(other).contains("other data"));
-    let fewer = subset(Part::Train, 100);
+    let fewer = subset(Split::Train, 100);
     assert!(refused(job(&fewer, 2)).contains("on 320 images, not 100"));
 }
 
 #[test]
 fn a_saved_model_loads_with_identical_predictions_and_metadata() {
     let device = backend::host_device();
-    let train_set = subset(Part::Train, 320);
+    let train_set = subset(Split::Train, 320);
     let dir = tempfile::tempdir().unwrap();
     let paths = ModelPaths::new(&dir.path().join("model"));
     let mut job = job(&train_set, 2);
     job.data_sha256 = "abc".into();
     let (model, _) = train::train(&job, None, &device, Some(&paths), &mut ()).unwrap();
     let loaded = paths.load_weights(&device).unwrap();
-    let test = subset(Part::Test, 64);
+    let test = subset(Split::Test, 64);
     let indices: Vec<usize> = (0..64).collect();
     let batch = Batch::new(&test.images, &indices, &device);
     let probabilities = |m: &Cnn| {
@@ -181,7 +181,7 @@ fn a_saved_model_loads_with_identical_predictions_and_metadata() {
     assert_eq!(probabilities(&model), probabilities(&loaded));
 
     let meta: Metadata = paths.load_metadata().unwrap();
-    assert_eq!(meta.epochs_done, 2);
+    assert_eq!(meta.epochs_done(), 2);
     assert_eq!(meta.history.len(), 2);
     assert_eq!(meta.parameters, PARAMETERS);
     assert_eq!(meta.train_examples, 320);
@@ -205,7 +205,7 @@ fn a_model_of_another_architecture_is_refused() {
 #[test]
 fn every_parameter_is_trained_by_either_engine() {
     let device = backend::host_device();
-    let train_set = subset(Part::Train, 64);
+    let train_set = subset(Split::Train, 64);
     for engine in [Engine::Host, Engine::Burn] {
         let config = TrainConfig {
             engine,
@@ -225,7 +225,7 @@ fn every_parameter_is_trained_by_either_engine() {
 #[test]
 fn a_run_whose_loss_is_no_longer_a_number_stops_and_keeps_the_last_good_checkpoint() {
     let device = backend::host_device();
-    let train_set = subset(Part::Train, 320);
+    let train_set = subset(Split::Train, 320);
     let dir = tempfile::tempdir().unwrap();
     let paths = ModelPaths::new(&dir.path().join("m"));
     train::train(&job(&train_set, 1), None, &device, Some(&paths), &mut ()).unwrap();
@@ -233,7 +233,7 @@ fn a_run_whose_loss_is_no_longer_a_number_stops_and_keeps_the_last_good_checkpoi
     // Weights gone to NaN, as a diverging run's do.
     let mut checkpoint = Checkpoint::load(&paths, &device).unwrap();
     let mut params = checkpoint.model.parameters();
-    params[5].1[0] = f32::NAN;
+    params.output_bias[0] = f32::NAN;
     checkpoint.model = Cnn::from_parameters(params, &device.clone().autodiff());
     match train::train(
         &job(&train_set, 2),
@@ -255,5 +255,5 @@ fn a_run_whose_loss_is_no_longer_a_number_stops_and_keeps_the_last_good_checkpoi
         weights(&paths.load_weights(&device).unwrap()) == good,
         "checkpoint replaced"
     );
-    assert_eq!(paths.load_metadata::<Metadata>().unwrap().epochs_done, 1);
+    assert_eq!(paths.load_metadata::<Metadata>().unwrap().epochs_done(), 1);
 }

@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use mnist_cnn::data::FileSpec;
-use mnist_cnn::idx::{self, PIXELS};
-use mnist_cnn::store::sha256_hex;
+use mnist_cnn::data::{FileSpec, Split};
+use mnist_cnn::files::sha256_hex;
+use mnist_cnn::idx::{self, CLASSES, PIXELS};
+use mnist_cnn::model::{Batch, cross_entropy};
+use mnist_cnn::store::ModelPaths;
 
 /// The binary under test, with no mirror from the caller's environment.
 pub fn mnist_cnn() -> Command {
@@ -238,11 +240,11 @@ pub fn read_request(stream: &mut TcpStream) {
 /// 84-87% (2,000 images: 84.3%; 4,000: about 87%).
 pub const LEARNED: f64 = 0.83;
 
-/// The first `n` images of one part of the real set.
-pub fn subset(part: mnist_cnn::data::Part, n: usize) -> mnist_cnn::data::Split {
-    let mut split = mnist_cnn::data::load(data_dir(), part).unwrap();
-    split.truncate(n);
-    split
+/// The first `n` images of one split of the real set.
+pub fn subset(split: Split, n: usize) -> mnist_cnn::data::Examples {
+    let mut examples = mnist_cnn::data::load(data_dir(), split).unwrap();
+    examples.truncate(n);
+    examples
 }
 
 /// The largest absolute difference between two equally long results.
@@ -254,17 +256,123 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-/// A data folder holding the real MNIST set, decompressed once per test
-/// binary through the downloader, from the local mirror.
+/// The real MNIST set decompressed, once per suite run rather than once per
+/// test binary: in the target folder's scratch space, through the
+/// downloader from the local mirror (which leaves valid files alone). A
+/// lock keeps test binaries run side by side (nextest) from writing it at
+/// once.
+fn decompressed_mnist() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mnist");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join(".lock")).unwrap();
+    lock.lock().unwrap();
+    let mirror = mnist_cnn::download::Mirror::Local(real_mnist());
+    mnist_cnn::download::Downloader::new(vec![mirror])
+        .run(&dir, &mut ())
+        .unwrap();
+    dir
+}
+
+/// A data folder of its own holding the real MNIST set: links to the
+/// suite's one decompressed copy, so that whatever a command writes beside
+/// the data (a default model, say) stays in this folder.
+pub fn linked_data_dir() -> tempfile::TempDir {
+    static SOURCE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    let source = SOURCE.get_or_init(decompressed_mnist);
+    let dir = tempfile::tempdir().unwrap();
+    for split in [Split::Train, Split::Test] {
+        for name in split.files() {
+            let (from, to) = (source.join(name), dir.path().join(name));
+            #[cfg(unix)]
+            std::os::unix::fs::symlink(from, to).unwrap();
+            #[cfg(not(unix))]
+            std::fs::copy(from, to).unwrap();
+        }
+    }
+    dir
+}
+
+/// The data folder the tests of one binary share (see [`linked_data_dir`]).
 pub fn data_dir() -> &'static Path {
     static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let mirror = mnist_cnn::download::Mirror::Local(real_mnist());
-        mnist_cnn::download::Downloader::new(vec![mirror])
-            .run(dir.path(), &mut ())
-            .unwrap();
-        dir
-    })
-    .path()
+    DIR.get_or_init(linked_data_dir).path()
+}
+
+/// Trains a model through the binary on the shared data, with `flags`
+/// after `train`. Returns the folder that holds it (removed when dropped),
+/// its `--model` path and what `train` printed.
+pub fn train_model(flags: &[&str]) -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    let out = stdout_of(
+        mnist_cnn()
+            .arg("train")
+            .args(flags)
+            .arg("--data-dir")
+            .arg(data_dir())
+            .arg("--model")
+            .arg(&model),
+    );
+    (dir, model, out)
+}
+
+/// Probabilities for every test image and the mean loss, computed here
+/// from the saved weights, with the labels.
+pub fn probabilities(model: &Path) -> (Vec<[f32; CLASSES]>, Vec<u8>, f64) {
+    let device = mnist_cnn::backend::host_device();
+    let cnn = ModelPaths::new(model).load_weights(&device).unwrap();
+    let test = mnist_cnn::data::load(data_dir(), Split::Test).unwrap();
+    let mut rows = Vec::new();
+    let mut loss_sum = 0.0f64;
+    let indices: Vec<usize> = (0..test.len()).collect();
+    for chunk in indices.chunks(500) {
+        let logits = cnn.forward(&Batch::new(&test.images, chunk, &device), None);
+        let labels: Vec<u8> = chunk.iter().map(|&i| test.labels[i]).collect();
+        let loss = cross_entropy(logits.clone(), &labels).into_scalar::<f32>();
+        loss_sum += loss as f64 * chunk.len() as f64;
+        let probs = burn::tensor::activation::softmax(logits, 1);
+        let values = probs.into_data().try_to_vec::<f32>().unwrap();
+        rows.extend(
+            values
+                .chunks(CLASSES)
+                .map(|r| <[f32; CLASSES]>::try_from(r).unwrap()),
+        );
+    }
+    let loss = loss_sum / test.len() as f64;
+    (rows, test.labels, loss)
+}
+
+/// The class with the highest probability (the first of a tie).
+pub fn argmax(row: &[f32; CLASSES]) -> usize {
+    (0..CLASSES).fold(0, |best, c| if row[c] > row[best] { c } else { best })
+}
+
+/// A PNG file's width, height, colour type and pixels.
+pub fn decode_png(path: &Path) -> (u32, u32, png::ColorType, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    pixels.truncate(info.buffer_size());
+    (info.width, info.height, info.color_type, pixels)
+}
+
+/// Runs the binary with its stdout closed before it writes anything (the
+/// reader has gone, as `| head` does once satisfied). Returns the exit
+/// status and stderr.
+#[cfg(unix)]
+pub fn with_stdout_closed(args: &[&str], extra: &[&Path]) -> (Option<i32>, String) {
+    let mut child = mnist_cnn()
+        .args(args)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -1,0 +1,357 @@
+//! Every option of every command, as clap parses it: values checked
+//! against their ranges, nothing resolved yet. Groups that several commands
+//! share (the data folder, the model, the backend, the engine, the mirrors,
+//! the evaluation batch) are defined once and flattened into each.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use mnist_cnn::backend::Backend;
+use mnist_cnn::data::Split;
+use mnist_cnn::eval;
+use mnist_cnn::store::{DEFAULT_MODEL_NAME, ModelPaths};
+use mnist_cnn::train::{Engine, TrainConfig};
+
+/// Download MNIST, train the Keras tutorial's CNN on it, evaluate it and show its mistakes.
+#[derive(Debug, Parser)]
+#[command(name = "mnist-cnn", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch and verify the four MNIST files into the data folder.
+    Download(DownloadArgs),
+    /// Look at one image of the data set: drawn, its label, one-hot vector and pixel values.
+    Show(ShowArgs),
+    /// Train the network (downloading the data first if needed), save it, evaluate it.
+    Train(TrainArgs),
+    /// Draw a model's learning curves (loss and accuracy per epoch) as an SVG file.
+    Plot(PlotArgs),
+    /// Evaluate a trained model on the 10,000 test images.
+    Eval(EvalArgs),
+    /// List (and draw) test images the model gets wrong.
+    Misclassified(MisclassifiedArgs),
+    /// Read digits from your own pictures (PNG, JPEG, BMP, PGM) with a trained model.
+    Predict(PredictArgs),
+    /// Write the trained weights as safetensors, in the tutorial's Keras layout.
+    Export(ExportArgs),
+    /// Measure training and evaluation images/s and peak memory on the real data.
+    Bench(BenchArgs),
+}
+
+/// Most digits one `--sheet` draws: enough for any look, small enough that
+/// the picture (some 80 kB a digit) stays far from the memory limits.
+pub const MAX_SHEET: usize = 100;
+
+/// Largest benchmark batch: the floor's products allocate their operands
+/// at that batch size on top of training's own buffers.
+const MAX_BENCH_BATCH: usize = 4096;
+
+/// Largest evaluation batch: the whole test set.
+const MAX_EVAL_BATCH: usize = 10_000;
+
+/// Largest enlargement of a PNG: 28 × 64 = 1792 pixels a side.
+const MAX_SCALE: usize = 64;
+
+/// A parser for a whole number from `min` to `max`, whose error names the range.
+fn in_range(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |s: &str| match s.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("must be a whole number from {min} to {max}")),
+    }
+}
+
+fn engine(s: &str) -> Result<Engine, String> {
+    Engine::from_name(s).ok_or_else(|| format!("must be one of: {}", Engine::NAMES.join(", ")))
+}
+
+fn learning_rate(s: &str) -> Result<f64, String> {
+    let max = TrainConfig::MAX_LEARNING_RATE;
+    match s.parse::<f64>() {
+        Ok(x) if x > 0.0 && x <= max => Ok(x),
+        _ => Err(format!("must be a positive number up to {max}")),
+    }
+}
+
+/// The help of a training setting whose default is `value`, or the
+/// checkpoint's when resuming.
+fn train_default(what: &str, value: impl std::fmt::Display) -> String {
+    format!("{what} [default: {value}; with --resume, the checkpoint's]")
+}
+
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Folder holding the data set (decompressed IDX files) and, by default, the model.
+    #[arg(long, default_value = "data", value_name = "DIR", global = true)]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BackendArgs {
+    /// Where the network runs: flex or ndarray (CPU), wgpu (GPU), of those
+    /// this build has. [default: wgpu in a build with it, else the CPU backend]
+    #[arg(long, value_name = "NAME", value_parser = Backend::from_name)]
+    pub backend: Option<Backend>,
+}
+
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// How each SGD step is computed: host (the fast path, CPU only) or burn
+    /// (Burn's autodiff and SGD; the reference). [default: host on a CPU
+    /// backend, burn on a GPU; with train --resume, the checkpoint's]
+    #[arg(long, value_name = "ENGINE", value_parser = engine)]
+    pub engine: Option<Engine>,
+}
+
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// Mirror to try before the public ones: an http(s) URL, a folder or a
+    /// file:// URL holding the .gz files. Repeatable. MNIST_MIRROR adds more.
+    #[arg(long = "mirror", value_name = "URL")]
+    pub mirrors: Vec<String>,
+    /// Try only the mirrors given with --mirror and MNIST_MIRROR, not the public ones.
+    #[arg(long)]
+    pub no_default_mirrors: bool,
+    /// Seconds to wait for a connection or for data before giving up on a mirror.
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = in_range(1, 3600))]
+    pub timeout: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Model location: weights go to PATH.bpk, metadata to PATH.json, learning
+    /// curves to PATH.svg; a folder holds model.bpk, model.json and model.svg.
+    /// [default: DIR/model, DIR being --data-dir]
+    #[arg(long = "model", value_name = "PATH")]
+    pub path: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    /// The model's files: `--model`'s, or the data folder's default model.
+    pub fn paths(&self, data: &DataArgs) -> ModelPaths {
+        match &self.path {
+            Some(path) => ModelPaths::new(path),
+            None => ModelPaths::new(&data.data_dir.join(DEFAULT_MODEL_NAME)),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct EvalBatchArgs {
+    /// Images per evaluation batch.
+    #[arg(long, default_value_t = eval::BATCH, value_name = "N",
+          value_parser = in_range(1, MAX_EVAL_BATCH))]
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DownloadArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub mirror: MirrorArgs,
+    /// Fetch again even if valid files are already present.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub mirror: MirrorArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    // The help of each setting takes its default from TrainConfig::DEFAULT.
+    #[arg(long, value_name = "N", value_parser = in_range(1, TrainConfig::MAX_EPOCHS),
+          help = train_default("Epochs to train to.", TrainConfig::DEFAULT.epochs))]
+    pub epochs: Option<usize>,
+    #[arg(long, value_name = "N", value_parser = in_range(1, TrainConfig::MAX_BATCH_SIZE),
+          help = train_default("Images per SGD step.", TrainConfig::DEFAULT.batch_size))]
+    pub batch_size: Option<usize>,
+    #[arg(long, value_name = "RATE", value_parser = learning_rate, allow_negative_numbers = true,
+          help = train_default("Plain SGD learning rate, no momentum.",
+                               TrainConfig::DEFAULT.learning_rate))]
+    pub learning_rate: Option<f64>,
+    #[arg(long, value_name = "N",
+          help = train_default("Seed for the initial weights, the shuffling and dropout.",
+                               TrainConfig::DEFAULT.seed))]
+    pub seed: Option<u64>,
+    /// Train on the first N training images only. [default: all; with --resume, the checkpoint's]
+    #[arg(long, value_name = "N", value_parser = in_range(1, Split::Train.size()))]
+    pub limit: Option<usize>,
+    /// Continue the model at --model from its last complete epoch, up to --epochs.
+    #[arg(long)]
+    pub resume: bool,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Evaluate on the test images after every epoch, as Keras's
+    /// fit(validation_data=...) does: val_loss and val_accuracy on each epoch
+    /// line and in the history. Training itself is the same with it or without.
+    #[arg(long)]
+    pub validate: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub batch: EvalBatchArgs,
+    /// Print one JSON object instead of the report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Pictures of one digit each: PNG, JPEG, BMP or PGM/PPM/PBM, any size and
+    /// colour, dark on light (a pen on paper) or light on dark. Each is made
+    /// into an MNIST-like 28×28 image first.
+    #[arg(value_name = "IMAGE", required = true)]
+    pub images: Vec<PathBuf>,
+    /// Also draw each prepared 28×28 image in the terminal: what the model saw.
+    #[arg(long)]
+    pub show: bool,
+    /// Print a JSON array with one object per file instead:
+    /// {file, predicted, top, probabilities, inverted, thickened} or {file, error}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Which image, counted from 0: the tutorial looks at training image 53238.
+    #[arg(value_name = "INDEX")]
+    pub index: usize,
+    /// Take it from the 10,000 test images instead of the 60,000 training images.
+    #[arg(long)]
+    pub test: bool,
+    /// Also print its 28×28 pixel values (0-255) as a table.
+    #[arg(long)]
+    pub values: bool,
+    /// Also write it as a PNG file (light digit on black, as MNIST stores it).
+    #[arg(long, value_name = "FILE")]
+    pub png: Option<PathBuf>,
+    /// Enlarge the --png file N times (nearest neighbour; 1 keeps 28×28).
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "png",
+          value_parser = in_range(1, MAX_SCALE))]
+    pub scale: usize,
+    /// Print one JSON object {set, index, label, one_hot, pixels} instead.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MisclassifiedArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// How many misclassified images to show, chosen at random.
+    #[arg(long, default_value_t = 5, value_name = "N", conflicts_with = "all",
+          value_parser = in_range(1, Split::Test.size()))]
+    pub count: usize,
+    /// Show every misclassified image.
+    #[arg(long)]
+    pub all: bool,
+    /// Seed for the random choice.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub seed: u64,
+    /// Do not draw the digits in the terminal.
+    #[arg(long)]
+    pub no_render: bool,
+    /// Also write each image as a PNG file into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub png: Option<PathBuf>,
+    /// Enlarge the --png files N times (nearest neighbour; 1 keeps 28×28).
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "png",
+          value_parser = in_range(1, MAX_SCALE))]
+    pub scale: usize,
+    /// Also write one PNG of the chosen digits side by side, enlarged, with
+    /// "model P" and "true T" under each.
+    #[arg(long, value_name = "FILE")]
+    pub sheet: Option<PathBuf>,
+    /// Quiz yourself: show each chosen digit unlabelled, read your guess from
+    /// stdin, then reveal the model's answer and the truth; ends with both scores.
+    #[arg(long, conflicts_with_all = ["json", "no_render"])]
+    pub quiz: bool,
+    /// Print a JSON array of {index, predicted, true, confidence} instead.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub batch: EvalBatchArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The SVG file to write. [default: the model's PATH.svg, which `train`
+    /// also rewrites after every epoch]
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// The safetensors file to write (replaced whole if it exists).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    #[command(flatten)]
+    pub mirror: MirrorArgs,
+    /// Timed training steps.
+    #[arg(long, default_value_t = 300, value_name = "N", value_parser = in_range(1, 100_000))]
+    pub steps: usize,
+    /// Untimed training steps before them.
+    #[arg(long, default_value_t = 20, value_name = "N", value_parser = in_range(0, 100_000))]
+    pub warmup: usize,
+    /// Images per training step.
+    #[arg(long, default_value_t = TrainConfig::DEFAULT.batch_size, value_name = "N",
+          value_parser = in_range(1, MAX_BENCH_BATCH))]
+    pub batch_size: usize,
+    /// Images per evaluation batch.
+    #[arg(long, default_value_t = eval::BATCH, value_name = "N",
+          value_parser = in_range(1, MAX_EVAL_BATCH))]
+    pub eval_batch_size: usize,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Print one JSON object instead of the report.
+    #[arg(long)]
+    pub json: bool,
+}

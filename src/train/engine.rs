@@ -1,0 +1,187 @@
+//! The two ways one SGD step is computed (the host step, Burn's autodiff
+//! and optimiser), behind one [`Trainer`] that `train` and `bench` share.
+
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::tensor::{Device, Tensor};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use serde::{Deserialize, Serialize};
+
+use super::error::TrainError;
+use super::record::TrainConfig;
+use crate::backend::Backend;
+use crate::data::Examples;
+use crate::host::{HostNet, Phases};
+use crate::model::{Batch, Cnn, cross_entropy};
+
+/// How each SGD step is computed. Both compute the same step (the tests
+/// hold them within 1e-5 of each other); they differ in the last bits, so a
+/// checkpoint is resumed with the engine that made it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// [`crate::host`]: the whole step on the host, the update folded into
+    /// the backward pass. For the CPU backends; the fast one.
+    #[default]
+    Host,
+    /// Burn's autodiff and Burn's SGD optimiser, with the fused ops on a CPU
+    /// backend and Burn's stock layers on a GPU: the path any backend runs.
+    Burn,
+}
+
+impl Engine {
+    pub const NAMES: [&str; 2] = ["host", "burn"];
+
+    /// The engine a new run on `backend` takes: the host step on a CPU,
+    /// Burn's on a GPU.
+    pub fn for_backend(backend: Backend) -> Self {
+        if backend.on_host() {
+            Engine::Host
+        } else {
+            Engine::Burn
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Host => "host",
+            Engine::Burn => "burn",
+        }
+    }
+
+    /// Refuses an engine that cannot run on `backend`: the host engine
+    /// computes on the CPU, so a GPU backend trains with Burn's.
+    pub fn check_backend(self, backend: Backend) -> Result<(), TrainError> {
+        if self == Engine::Host && !backend.on_host() {
+            return Err(TrainError::EngineOffHost {
+                backend: backend.name(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The engine of that name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "host" => Some(Engine::Host),
+            "burn" => Some(Engine::Burn),
+            _ => None,
+        }
+    }
+}
+
+/// The network being trained: one SGD step at a time, by either engine.
+/// Shared by `train` and the benchmark so that both time the same work.
+pub struct Trainer {
+    engine: Inner,
+    device: Device,
+}
+
+enum Inner {
+    Host(Box<HostNet>),
+    Burn(Box<BurnStep>),
+}
+
+/// The stock step's state.
+struct BurnStep {
+    /// Always `Some` between steps; taken during one so that the optimiser
+    /// can update the weights in place.
+    model: Option<Cnn>,
+    optim: ModuleOptimizer,
+    learning_rate: f64,
+}
+
+impl Trainer {
+    /// A freshly initialised network (weights from `config.seed`).
+    pub fn new(config: &TrainConfig, device: &Device) -> Self {
+        let autodiff = device.clone().autodiff();
+        autodiff.seed(config.seed);
+        let model = Cnn::new(&autodiff, &mut SmallRng::seed_from_u64(config.seed));
+        Self::resume(model, config, device)
+    }
+
+    /// Continues training `model` (loaded for `device`'s autodiff twin).
+    pub fn resume(model: Cnn, config: &TrainConfig, device: &Device) -> Self {
+        let engine = match config.engine {
+            Engine::Host => Inner::Host(Box::new(HostNet::new(&model, config.learning_rate))),
+            Engine::Burn => Inner::Burn(Box::new(BurnStep {
+                model: Some(model),
+                // Plain SGD keeps no state between steps, so a resumed run needs none.
+                optim: SgdConfig::new().init(),
+                learning_rate: config.learning_rate,
+            })),
+        };
+        Self {
+            engine,
+            device: device.clone(),
+        }
+    }
+
+    /// One SGD step on the examples at `indices`, with the dropout mask of
+    /// `dropout_seed`; returns the batch's mean loss and how many it
+    /// classified correctly (before the update).
+    pub fn step(&mut self, data: &Examples, indices: &[usize], dropout_seed: u64) -> (f64, usize) {
+        match &mut self.engine {
+            Inner::Host(step) => step.step(data, indices, dropout_seed),
+            Inner::Burn(burn) => {
+                let BurnStep {
+                    model: slot,
+                    optim,
+                    learning_rate,
+                } = &mut **burn;
+                let device = self.device.clone().autodiff();
+                let batch = Batch::new(&data.images, indices, &device);
+                let labels: Vec<u8> = indices.iter().map(|&i| data.labels[i]).collect();
+                let model = slot.take().expect("model is present between steps");
+                let logits = model.forward(&batch, Some(dropout_seed));
+                let loss = cross_entropy(logits.clone(), &labels);
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                let result = (
+                    loss.into_scalar::<f32>() as f64,
+                    count_correct(logits, &labels),
+                );
+                *slot = Some(optim.step(*learning_rate, model, grads));
+                result
+            }
+        }
+    }
+
+    /// The network as it stands (for a checkpoint).
+    pub fn model(&self) -> Cnn {
+        match &self.engine {
+            Inner::Host(step) => step.model(&self.device),
+            Inner::Burn(burn) => burn
+                .model
+                .as_ref()
+                .expect("model is present between steps")
+                .clone(),
+        }
+    }
+
+    /// Time per phase of the steps taken, where the engine measures it.
+    pub fn phases(&self) -> Option<&Phases> {
+        match &self.engine {
+            Inner::Host(step) => Some(&step.phases),
+            Inner::Burn(_) => None,
+        }
+    }
+
+    /// The trained network, for inference.
+    pub fn into_model(self) -> Cnn {
+        match self.engine {
+            Inner::Host(step) => step.model(&self.device),
+            Inner::Burn(burn) => burn.model.expect("model is present between steps").valid(),
+        }
+    }
+}
+
+/// How many rows of `logits` have their maximum at the label.
+pub fn count_correct(logits: Tensor<2>, labels: &[u8]) -> usize {
+    let predicted = logits.argmax(1).into_data();
+    predicted
+        .iter::<i64>()
+        .zip(labels)
+        .filter(|&(p, &l)| p == l as i64)
+        .count()
+}
