@@ -1,8 +1,8 @@
 //! The backends this build can run on (cargo features; see README), and
 //! which of them a device belongs to.
 //!
-//! The CPU backends run the network's fused ops ([`crate::block`],
-//! [`crate::dense`]) and the host training step ([`crate::host`]), which are
+//! The CPU backends run the network's fused ops (`crate::block`,
+//! `crate::dense`) and the host training step (`crate::host`), which are
 //! written for a CPU's caches. A GPU backend runs the same network through
 //! Burn's stock layers and Burn's SGD instead ([`Backend::on_host`] tells
 //! which path a device takes): same model, same initialisation, same

@@ -61,7 +61,7 @@ impl Evaluation {
 }
 
 /// Runs the model over `data` in batches of `batch_size` (at least 1), with
-/// the loss from the one [`cross_entropy`]: on the host ([`HostNet`], the
+/// the loss from the one `cross_entropy`: on the host (`HostNet`, the
 /// fast path) for a CPU backend, through the model's own pass on a GPU.
 pub fn evaluate(model: &Cnn, data: &Examples, batch_size: usize, device: &Device) -> Evaluation {
     let mut host = Backend::of(device)

@@ -27,7 +27,7 @@ pub enum FileError {
 
 impl FileError {
     /// A failed write of `path`.
-    pub fn write(path: &Path, source: io::Error) -> Self {
+    pub(crate) fn write(path: &Path, source: io::Error) -> Self {
         FileError::Write {
             path: path.to_path_buf(),
             source,
@@ -55,7 +55,7 @@ fn temp_prefix(path: &Path) -> String {
 }
 
 /// The folder `path` is in (`.` for a bare file name).
-pub(crate) fn folder_of(path: &Path) -> &Path {
+fn folder_of(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -74,7 +74,7 @@ fn refuse_folder(path: &Path) -> Result<(), FileError> {
 /// Writes `bytes` to `path` so that `path` holds either its old content or
 /// all of the new, never a part: temp file in the same folder, fsync, rename,
 /// fsync of the folder.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     let err = |source| FileError::write(path, source);
     refuse_folder(path)?;
     let mut builder = tempfile::Builder::new();
@@ -88,16 +88,20 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     tmp.write_all(bytes).map_err(err)?;
     tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
-    sync_folder(folder_of(path)).map_err(err)
+    sync_folder(folder_of(path));
+    Ok(())
 }
 
-/// Makes a rename in `folder` durable. Only Unix can open a folder to sync it.
-fn sync_folder(folder: &Path) -> io::Result<()> {
+/// Makes a rename in `folder` durable, where the system allows: only Unix
+/// opens a folder to sync it, and not every folder or file system lets it
+/// (one writable but not readable, say). The file is in place either way.
+fn sync_folder(folder: &Path) {
     #[cfg(unix)]
-    fs::File::open(folder)?.sync_all()?;
+    if let Ok(handle) = fs::File::open(folder) {
+        let _ = handle.sync_all();
+    }
     #[cfg(not(unix))]
     let _ = folder;
-    Ok(())
 }
 
 /// Makes sure `path` can be written: its folder exists (it is created) and
@@ -117,7 +121,7 @@ pub fn check_writable(path: &Path) -> Result<(), FileError> {
 
 /// Removes temporary files that a killed process left on the way to `path`.
 /// Returns how many it removed.
-pub fn remove_stale_temps(path: &Path) -> usize {
+pub(crate) fn remove_stale_temps(path: &Path) -> usize {
     let prefix = temp_prefix(path);
     let Ok(entries) = fs::read_dir(folder_of(path)) else {
         return 0;

@@ -1,29 +1,30 @@
 //! mnist-cnn: the classic Keras MNIST tutorial (download → fit → evaluate →
 //! look at mistakes) as a library the `mnist-cnn` binary drives.
 //!
-//! One module per concern; each uses only those listed before it:
+//! One module per concern, with no cycles: each uses only modules listed
+//! before it.
 //! - [`files`]: atomic writes, leftovers of interrupted ones, hashes;
-//!   [`machine`]: free memory, CPU time and peak memory of this process.
-//! - [`backend`]: the backends the crate was built with (CPU, and GPU with
-//!   the `wgpu` feature), and which path each takes.
-//! - [`idx`]: the IDX file format.
-//! - [`arch`]: the network's shapes and counts.
-//! - `block`, `dense`: its two fused ops; [`model`]: the network and its loss.
-//! - `matmul`: host matrix products; `host`: the network computed on the
-//!   host, its training step and its inference.
-//! - [`store`]: the model store.
-//! - [`picture`]: digits drawn for people: in the terminal, as PNG files and sheets.
-//! - [`data`]: the MNIST files and the data folder; [`download`]: mirrors
-//!   and verification.
-//! - [`prepare`]: any picture of a digit made into what the network reads.
-//! - [`eval`], [`train`]: one command each; [`plot`]: the learning curves.
-//! - [`misclassified`], [`export`], [`bench`]: one command each.
+//!   [`machine`]: free memory, CPU time and peak memory of this process;
+//!   [`backend`]: the backends the crate was built with (CPU, and GPU with
+//!   the `wgpu` feature), and which path each takes; [`idx`]: the IDX file
+//!   format; `matmul`: host matrix products.
+//! - [`arch`]: the network's shapes and counts; [`data`]: the MNIST files,
+//!   the data folder, the train and test splits; [`picture`]: digits drawn
+//!   for people; [`prepare`]: any picture of a digit made into what the
+//!   network reads; [`download`]: mirrors and verification.
+//! - `block`, `dense`: the network's two fused ops; [`model`]: the network
+//!   and its loss; `host`: the network computed on the host, its training
+//!   step and its inference; [`store`]: the model store.
+//! - [`eval`], then [`train`]: one command each; [`plot`]: the learning
+//!   curves; [`misclassified`], [`export`], [`bench`](mod@bench): one
+//!   command each.
 //!
 //! The public API is what the binary and the tests use; the fused ops, the
 //! host network and the matrix products are the crate's own. The library
 //! never prints: long work reports through traits ([`download::Report`],
-//! [`train::Progress`]) that the binary implements. Unsafe code is refused
-//! everywhere but in `matmul`, whose raw-pointer products are checked there.
+//! [`train::Progress`]) that the binary implements. No unsafe code but in
+//! `matmul`, whose raw-pointer products are bounds-checked there (the
+//! binary has one more: setting an environment variable before any thread).
 
 #![deny(unsafe_code)]
 

@@ -26,7 +26,7 @@ pub fn available_memory() -> Option<u64> {
 }
 
 /// User plus system CPU seconds of this process so far.
-pub fn cpu_seconds() -> Option<f64> {
+pub(crate) fn cpu_seconds() -> Option<f64> {
     let stat = fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name (which may hold spaces) in parentheses.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -37,7 +37,7 @@ pub fn cpu_seconds() -> Option<f64> {
 }
 
 /// Peak resident set size of this process (VmHWM) in MB.
-pub fn peak_rss_mb() -> Option<f64> {
+pub(crate) fn peak_rss_mb() -> Option<f64> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
     let kb = field(&status, "VmHWM:", 1)?;
     Some(kb as f64 / 1024.0)

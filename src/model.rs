@@ -4,9 +4,9 @@
 //!
 //! The forward pass is written for speed on a CPU without changing what it
 //! computes. The first block (convolution, bias, ReLU, max-pool, dropout) is
-//! one fused op with its own backward ([`crate::block`]), in channels-last
+//! one fused op with its own backward (`crate::block`), in channels-last
 //! layout (Keras's own, so the flatten order matches Keras too), and so is the
-//! hidden dense layer with its ReLU ([`crate::dense`]). The output layer is
+//! hidden dense layer with its ReLU (`crate::dense`). The output layer is
 //! Burn's `Linear`. The tests hold the whole pass to the same function built
 //! from Burn's stock layers.
 
@@ -97,7 +97,7 @@ impl Cnn {
     }
 
     /// Logits `[n, 10]`. `dropout_seed` is given while training (it fixes
-    /// the dropout mask, see [`block::dropout_keep`]) and `None` for inference.
+    /// the dropout mask, see `block::dropout_keep`) and `None` for inference.
     ///
     /// On a CPU backend the pass takes the fused ops; on a GPU, Burn's
     /// stock layers ([`Cnn::stock_forward`]) with the same dropout mask.
@@ -203,13 +203,14 @@ impl Cnn {
             output_weight,
             output_bias,
         } = params;
+        use Parameters as P;
         let mut model = Self::skeleton(device);
-        model.conv.weight = param(conv_weight, Parameters::CONV_WEIGHT, device);
-        model.conv.bias = Some(param(conv_bias, [FILTERS], device));
-        model.hidden.weight = param(hidden_weight, [FEATURES, HIDDEN], device);
-        model.hidden.bias = Some(param(hidden_bias, [HIDDEN], device));
-        model.output.weight = param(output_weight, [HIDDEN, CLASSES], device);
-        model.output.bias = Some(param(output_bias, [CLASSES], device));
+        model.conv.weight = param(conv_weight, P::CONV_WEIGHT, device);
+        model.conv.bias = Some(param(conv_bias, P::CONV_BIAS, device));
+        model.hidden.weight = param(hidden_weight, P::HIDDEN_WEIGHT, device);
+        model.hidden.bias = Some(param(hidden_bias, P::HIDDEN_BIAS, device));
+        model.output.weight = param(output_weight, P::OUTPUT_WEIGHT, device);
+        model.output.bias = Some(param(output_bias, P::OUTPUT_BIAS, device));
         model
     }
 
@@ -230,7 +231,7 @@ impl Cnn {
 }
 
 /// The network's six parameters as host values (row-major), in the order
-/// Keras lists them; each one's shape is in [`Parameters::shaped`].
+/// Keras lists them; each one's shape is in `Parameters::shaped`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Parameters {
     /// The convolution's kernel, `[32, 1, 3, 3]` (Burn's layout:
@@ -250,18 +251,23 @@ pub struct Parameters {
 }
 
 impl Parameters {
-    /// The convolution kernel's shape, in Burn's layout.
-    pub const CONV_WEIGHT: [usize; 4] = [FILTERS, 1, KERNEL, KERNEL];
+    // Their shapes, in Burn's layout.
+    const CONV_WEIGHT: [usize; 4] = [FILTERS, 1, KERNEL, KERNEL];
+    const CONV_BIAS: [usize; 1] = [FILTERS];
+    const HIDDEN_WEIGHT: [usize; 2] = [FEATURES, HIDDEN];
+    const HIDDEN_BIAS: [usize; 1] = [HIDDEN];
+    const OUTPUT_WEIGHT: [usize; 2] = [HIDDEN, CLASSES];
+    const OUTPUT_BIAS: [usize; 1] = [CLASSES];
 
     /// The six with their shapes, in Keras's order.
-    pub fn shaped(&self) -> [(Vec<usize>, &[f32]); 6] {
+    pub(crate) fn shaped(&self) -> [(Vec<usize>, &[f32]); 6] {
         [
             (Self::CONV_WEIGHT.to_vec(), &self.conv_weight),
-            (vec![FILTERS], &self.conv_bias),
-            (vec![FEATURES, HIDDEN], &self.hidden_weight),
-            (vec![HIDDEN], &self.hidden_bias),
-            (vec![HIDDEN, CLASSES], &self.output_weight),
-            (vec![CLASSES], &self.output_bias),
+            (Self::CONV_BIAS.to_vec(), &self.conv_bias),
+            (Self::HIDDEN_WEIGHT.to_vec(), &self.hidden_weight),
+            (Self::HIDDEN_BIAS.to_vec(), &self.hidden_bias),
+            (Self::OUTPUT_WEIGHT.to_vec(), &self.output_weight),
+            (Self::OUTPUT_BIAS.to_vec(), &self.output_bias),
         ]
     }
 
@@ -273,7 +279,7 @@ impl Parameters {
 
 /// Mean categorical cross-entropy of `logits` against integer labels: the
 /// loss of Burn's training step, of `eval` and of the tests' oracle. The host
-/// step ([`crate::host`]) computes the same loss and its gradient in its own
+/// step (`crate::host`) computes the same loss and its gradient in its own
 /// loop, and the tests hold its steps to the ones this loss gives.
 ///
 /// Computed from the logits through log-softmax, as Keras does for a
@@ -290,7 +296,7 @@ pub fn cross_entropy(logits: Tensor<2>, labels: &[u8]) -> Tensor<1> {
 }
 
 /// The dropout multipliers the fused block applies for `seed` (see
-/// [`block::dropout_keep`]), as `[n, 20000]` in Keras's flatten order: so
+/// `block::dropout_keep`), as `[n, 20000]` in Keras's flatten order: so
 /// that the stock pass drops the very same features.
 pub fn dropout_mask(seed: u64, n: usize, device: &Device) -> Tensor<2> {
     let mut mask = vec![0.0f32; n * FEATURES];

@@ -6,24 +6,24 @@
 //! A model sees only such images; fed a dark digit on white paper, or a big
 //! digit in a corner, it answers nonsense. The steps:
 //!
-//! 1. [`decode`]: PNG, JPEG, BMP or PNM of any size and colour to grey
+//! 1. `decode`: PNG, JPEG, BMP or PNM of any size and colour to grey
 //!    (transparent parts count as white paper; a photo's EXIF rotation is
 //!    applied).
-//! 2. [`ink`]: which side is ink is decided from the border, which is
+//! 2. `ink`: which side is ink is decided from the border, which is
 //!    background in any picture of one digit: a light border means dark ink
 //!    on light paper, which is inverted. The background's own level (grey
 //!    paper, a shadow) is taken off and the contrast stretched, so that the
 //!    ink ends at 1 and the paper at 0.
-//! 3. [`bounding_box`] of the ink, cropped (and made black and white when
-//!    it has pixels to spare, as NIST's digits were); [`resize`] by area
-//!    averaging (the grey edges MNIST's anti-aliasing gave) to [`fit`] 20×20.
-//! 4. [`thicken`]: a pen line on a big photo would shrink to a hair at
+//! 3. `bounding_box` of the ink, cropped (and made black and white when
+//!    it has pixels to spare, as NIST's digits were); `resize` by area
+//!    averaging (the grey edges MNIST's anti-aliasing gave) to `fit` 20×20.
+//! 4. `thicken`: a pen line on a big photo would shrink to a hair at
 //!    20×20, thinner than any MNIST stroke; such strokes are widened first,
 //!    at full size, to MNIST's usual width.
-//! 5. [`place`]: into 28×28 by the centre of mass, where MNIST has it;
+//! 5. `place`: into 28×28 by the centre of mass, where MNIST has it;
 //!    values in [0, 1].
 //!
-//! All but [`decode`] and [`prepare_file`] are pure functions on [`Grey`]
+//! All but `decode` and `prepare_file` are pure functions on `Grey`
 //! images.
 
 use std::io::Cursor;

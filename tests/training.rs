@@ -182,7 +182,6 @@ fn a_saved_model_loads_with_identical_predictions_and_metadata() {
 
     let meta: Metadata = paths.load_metadata().unwrap();
     assert_eq!(meta.epochs_done(), 2);
-    assert_eq!(meta.history.len(), 2);
     assert_eq!(meta.parameters, PARAMETERS);
     assert_eq!(meta.train_examples, 320);
     assert_eq!(meta.train_data_sha256, "abc");

@@ -43,10 +43,6 @@ pub enum Command {
     Bench(BenchArgs),
 }
 
-/// Most digits one `--sheet` draws: enough for any look, small enough that
-/// the picture (some 80 kB a digit) stays far from the memory limits.
-pub const MAX_SHEET: usize = 100;
-
 /// Largest benchmark batch: the floor's products allocate their operands
 /// at that batch size on top of training's own buffers.
 const MAX_BENCH_BATCH: usize = 4096;
@@ -102,10 +98,15 @@ pub struct BackendArgs {
 pub struct EngineArgs {
     /// How each SGD step is computed: host (the fast path, CPU only) or burn
     /// (Burn's autodiff and SGD; the reference). [default: host on a CPU
-    /// backend, burn on a GPU; with train --resume, the checkpoint's]
+    /// backend, burn on a GPU]
     #[arg(long, value_name = "ENGINE", value_parser = engine)]
     pub engine: Option<Engine>,
 }
+
+/// `--engine`'s help for `train`, where a checkpoint's engine is the default.
+const TRAIN_ENGINE_HELP: &str = "How each SGD step is computed: host (the fast path, CPU only) \
+    or burn (Burn's autodiff and SGD; the reference). [default: host on a CPU backend, burn on \
+    a GPU; with --resume, the checkpoint's]";
 
 #[derive(Debug, Args)]
 pub struct MirrorArgs {
@@ -160,6 +161,7 @@ pub struct DownloadArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("engine", |arg| arg.help(TRAIN_ENGINE_HELP)))]
 pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,

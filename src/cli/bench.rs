@@ -8,9 +8,10 @@ use mnist_cnn::eval;
 use mnist_cnn::train::{self, TrainConfig};
 
 use super::args::BenchArgs;
+use super::common::data_failed;
 use super::download::ensure_data;
+use super::plan;
 use super::preflight::{check_memory, open_device};
-use super::{data_failed, plan};
 use crate::term::print;
 
 pub fn run(args: &BenchArgs) -> Result<()> {

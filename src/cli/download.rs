@@ -10,7 +10,7 @@ use mnist_cnn::data;
 use mnist_cnn::download::{Downloader, MIRROR_ENV, Mirror, Outcome};
 
 use super::args::{DownloadArgs, MirrorArgs};
-use super::{download_failed, shape};
+use super::common::{download_failed, shape};
 use crate::term::{DownloadReport, note, print};
 
 pub fn run(args: &DownloadArgs) -> Result<()> {

@@ -6,8 +6,9 @@ use mnist_cnn::data::{self, Examples, Split};
 use mnist_cnn::eval::{self, Evaluation};
 
 use super::args::{BackendArgs, DataArgs, EvalArgs, ModelArgs};
+use super::common::{data_failed, load_model};
+use super::plan;
 use super::preflight::{check_memory, open_device};
-use super::{data_failed, load_model, plan};
 use crate::term::print;
 
 pub fn run(args: &EvalArgs) -> Result<()> {

@@ -9,7 +9,7 @@ use mnist_cnn::store::StoreError;
 use mnist_cnn::train::Metadata;
 
 use super::args::ExportArgs;
-use super::{load_model, model_failed};
+use super::common::{load_model, model_failed};
 use crate::term::print;
 
 pub fn run(args: &ExportArgs) -> Result<()> {

@@ -8,9 +8,13 @@ use mnist_cnn::files::check_writable;
 use mnist_cnn::misclassified::{self, Mistake};
 use mnist_cnn::picture;
 
-use super::args::{MAX_SHEET, MisclassifiedArgs};
+use super::args::MisclassifiedArgs;
 use super::eval::evaluate_saved;
 use crate::term::{self, note, print};
+
+/// Most digits one `--sheet` draws: enough for any look, small enough that
+/// the picture (some 80 kB a digit) stays far from the memory limits.
+const MAX_SHEET: usize = 100;
 
 pub fn run(args: &MisclassifiedArgs) -> Result<()> {
     if let Some(dir) = &args.png {

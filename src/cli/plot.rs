@@ -7,7 +7,7 @@ use mnist_cnn::plot;
 use mnist_cnn::train::Metadata;
 
 use super::args::PlotArgs;
-use super::model_failed;
+use super::common::model_failed;
 use crate::term::print;
 
 pub fn run(args: &PlotArgs) -> Result<()> {

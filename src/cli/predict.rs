@@ -7,8 +7,9 @@ use mnist_cnn::picture;
 use mnist_cnn::prepare::{self, PrepareError, Prepared};
 
 use super::args::PredictArgs;
+use super::common::load_model;
+use super::plan;
 use super::preflight::open_device;
-use super::{load_model, plan};
 use crate::term::{note, print};
 
 pub fn run(args: &PredictArgs) -> Result<()> {

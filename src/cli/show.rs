@@ -8,7 +8,7 @@ use mnist_cnn::idx::{CLASSES, SIDE};
 use mnist_cnn::picture;
 
 use super::args::ShowArgs;
-use super::{data_failed, shape};
+use super::common::{data_failed, shape};
 use crate::term::print;
 
 pub fn run(args: &ShowArgs) -> Result<()> {

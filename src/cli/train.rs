@@ -15,9 +15,10 @@ use mnist_cnn::store::{ModelPaths, StoreError};
 use mnist_cnn::train::{self, Checkpoint, Job, Metadata, Validation};
 
 use super::args::TrainArgs;
+use super::common::{data_failed, model_failed};
 use super::download::ensure_data;
+use super::plan;
 use super::preflight::{check_memory, open_device};
-use super::{data_failed, model_failed, plan};
 use crate::term::{self, TrainProgress, note, print};
 
 pub fn run(args: &TrainArgs) -> Result<()> {

@@ -1,75 +1,17 @@
 //! The two ways one SGD step is computed (the host step, Burn's autodiff
-//! and optimiser), behind one [`Trainer`] that `train` and `bench` share.
+//! and optimiser; see [`Engine`]), behind one [`Trainer`] that `train` and
+//! `bench` share.
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
-use serde::{Deserialize, Serialize};
 
-use super::error::TrainError;
-use super::record::TrainConfig;
-use crate::backend::Backend;
+use super::record::{Engine, TrainConfig};
 use crate::data::Examples;
 use crate::host::{HostNet, Phases};
 use crate::model::{Batch, Cnn, cross_entropy};
-
-/// How each SGD step is computed. Both compute the same step (the tests
-/// hold them within 1e-5 of each other); they differ in the last bits, so a
-/// checkpoint is resumed with the engine that made it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    /// [`crate::host`]: the whole step on the host, the update folded into
-    /// the backward pass. For the CPU backends; the fast one.
-    #[default]
-    Host,
-    /// Burn's autodiff and Burn's SGD optimiser, with the fused ops on a CPU
-    /// backend and Burn's stock layers on a GPU: the path any backend runs.
-    Burn,
-}
-
-impl Engine {
-    pub const NAMES: [&str; 2] = ["host", "burn"];
-
-    /// The engine a new run on `backend` takes: the host step on a CPU,
-    /// Burn's on a GPU.
-    pub fn for_backend(backend: Backend) -> Self {
-        if backend.on_host() {
-            Engine::Host
-        } else {
-            Engine::Burn
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Engine::Host => "host",
-            Engine::Burn => "burn",
-        }
-    }
-
-    /// Refuses an engine that cannot run on `backend`: the host engine
-    /// computes on the CPU, so a GPU backend trains with Burn's.
-    pub fn check_backend(self, backend: Backend) -> Result<(), TrainError> {
-        if self == Engine::Host && !backend.on_host() {
-            return Err(TrainError::EngineOffHost {
-                backend: backend.name(),
-            });
-        }
-        Ok(())
-    }
-
-    /// The engine of that name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "host" => Some(Engine::Host),
-            "burn" => Some(Engine::Burn),
-            _ => None,
-        }
-    }
-}
 
 /// The network being trained: one SGD step at a time, by either engine.
 /// Shared by `train` and the benchmark so that both time the same work.
@@ -160,7 +102,7 @@ impl Trainer {
     }
 
     /// Time per phase of the steps taken, where the engine measures it.
-    pub fn phases(&self) -> Option<&Phases> {
+    pub(crate) fn phases(&self) -> Option<&Phases> {
         match &self.engine {
             Inner::Host(step) => Some(&step.phases),
             Inner::Burn(_) => None,
@@ -177,7 +119,7 @@ impl Trainer {
 }
 
 /// How many rows of `logits` have their maximum at the label.
-pub fn count_correct(logits: Tensor<2>, labels: &[u8]) -> usize {
+pub(crate) fn count_correct(logits: Tensor<2>, labels: &[u8]) -> usize {
     let predicted = logits.argmax(1).into_data();
     predicted
         .iter::<i64>()

@@ -20,9 +20,9 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-pub use engine::{Engine, Trainer, count_correct};
+pub use engine::Trainer;
 pub use error::TrainError;
-pub use record::{Checkpoint, EpochStats, Metadata, TrainConfig};
+pub use record::{Checkpoint, Engine, EpochStats, Metadata, TrainConfig};
 
 use crate::arch::{PARAMETERS, architecture};
 use crate::backend::Backend;

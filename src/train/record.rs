@@ -5,9 +5,9 @@
 use burn::tensor::Device;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::engine::Engine;
 use super::error::TrainError;
 use crate::arch::architecture;
+use crate::backend::Backend;
 use crate::eval::Score;
 use crate::model::Cnn;
 use crate::store::{ModelPaths, StoreError};
@@ -78,6 +78,62 @@ impl TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self::DEFAULT
+    }
+}
+
+/// How each SGD step is computed. Both compute the same step (the tests
+/// hold each parameter's update to within 0.1% of the largest); they differ
+/// in the last bits, so a checkpoint is resumed with the engine that made it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// The host network (`crate::host`): the whole step on the host, the update folded into
+    /// the backward pass. For the CPU backends; the fast one.
+    #[default]
+    Host,
+    /// Burn's autodiff and Burn's SGD optimiser, with the fused ops on a CPU
+    /// backend and Burn's stock layers on a GPU: the path any backend runs.
+    Burn,
+}
+
+impl Engine {
+    pub const NAMES: [&str; 2] = ["host", "burn"];
+
+    /// The engine a new run on `backend` takes: the host step on a CPU,
+    /// Burn's on a GPU.
+    pub fn for_backend(backend: Backend) -> Self {
+        if backend.on_host() {
+            Engine::Host
+        } else {
+            Engine::Burn
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Host => "host",
+            Engine::Burn => "burn",
+        }
+    }
+
+    /// Refuses an engine that cannot run on `backend`: the host engine
+    /// computes on the CPU, so a GPU backend trains with Burn's.
+    pub fn check_backend(self, backend: Backend) -> Result<(), TrainError> {
+        if self == Engine::Host && !backend.on_host() {
+            return Err(TrainError::EngineOffHost {
+                backend: backend.name(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The engine of that name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "host" => Some(Engine::Host),
+            "burn" => Some(Engine::Burn),
+            _ => None,
+        }
     }
 }
 
@@ -191,7 +247,7 @@ impl Metadata {
 
     /// Records that training went on on `backend` (a no-op when it is the
     /// one the model was last trained on).
-    pub fn continued_on(&mut self, backend: &str) {
+    pub(crate) fn continued_on(&mut self, backend: &str) {
         if self.backends.last().map(String::as_str) != Some(backend) {
             self.backends.push(backend.to_string());
         }
@@ -264,7 +320,7 @@ impl Checkpoint {
 
     /// [`check_settings`](Self::check_settings), and the data too: as many
     /// images as before, with the same SHA-256.
-    pub fn check_resumable(
+    pub(crate) fn check_resumable(
         &self,
         config: &TrainConfig,
         train_examples: usize,
