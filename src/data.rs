@@ -76,7 +76,15 @@ pub enum DataError {
     },
     #[error(transparent)]
     Idx(#[from] IdxError),
+    #[error("{} is not MNIST's file of that name (its SHA-256 differs)", path.display())]
+    NotMnist { path: PathBuf },
+    #[error("{} is {size} bytes, more than any MNIST file ({MAX_FILE} at most)", path.display())]
+    TooLarge { path: PathBuf, size: u64 },
 }
+
+/// The largest file read as part of the data set: the training images are
+/// 47 MB. Checked before reading, so a wrong file never fills the memory.
+pub const MAX_FILE: u64 = 64 << 20;
 
 /// Which half of MNIST: the training split or the test split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,14 +142,16 @@ pub fn is_present(dir: &Path) -> bool {
         .all(|f| dir.join(f).is_file())
 }
 
-/// Reads and parses one split of the data set from `dir`.
+/// Reads and parses one split of the data set from `dir`, checked to be
+/// MNIST's own files (by SHA-256, as `download` checks them): a changed
+/// file would give other results without a word.
 pub fn load(dir: &Path, split: Split) -> Result<Examples, DataError> {
     read(dir, split, false).map(|(examples, _)| examples)
 }
 
 /// [`load`], plus the SHA-256 over the images file then the labels file as
 /// read: what a trained model records of the data it was trained on. Kept
-/// apart because hashing 47 MB is work only training needs.
+/// apart because hashing 47 MB a second time is work only training needs.
 pub fn load_with_digest(dir: &Path, split: Split) -> Result<(Examples, String), DataError> {
     read(dir, split, true).map(|(examples, digest)| (examples, digest.unwrap_or_default()))
 }
@@ -150,21 +160,43 @@ fn read(dir: &Path, split: Split, digest: bool) -> Result<(Examples, Option<Stri
     let [images_name, labels_name] = split.files();
     let read = |name: &str| {
         let path = dir.join(name);
-        fs::read(&path).map_err(|source| {
+        let io = |source: std::io::Error| {
             if source.kind() == std::io::ErrorKind::NotFound {
-                DataError::Missing { path }
+                DataError::Missing { path: path.clone() }
             } else {
-                DataError::Io { path, source }
+                DataError::Io {
+                    path: path.clone(),
+                    source,
+                }
             }
-        })
+        };
+        let size = fs::metadata(&path).map_err(io)?.len();
+        if size > MAX_FILE {
+            return Err(DataError::TooLarge { path, size });
+        }
+        fs::read(&path).map_err(io)
     };
     let image_bytes = read(images_name)?;
     let label_bytes = read(labels_name)?;
     let images_file = dir.join(images_name).display().to_string();
     let labels_file = dir.join(labels_name).display().to_string();
     let digest = digest.then(|| sha256_hex([&image_bytes[..], &label_bytes[..]]));
-    let images = idx::parse_images(image_bytes, &images_file)?;
+    // Parsed first, so that a damaged file is named for what is wrong with it.
+    idx::image_count(&image_bytes, &images_file)?;
     let labels = idx::parse_labels(&label_bytes, &labels_file)?;
+    for spec in mnist_files() {
+        let bytes = match spec.name.as_str() {
+            name if name == images_name => &image_bytes,
+            name if name == labels_name => &label_bytes,
+            _ => continue,
+        };
+        if sha256_hex([&bytes[..]]) != spec.sha256 {
+            return Err(DataError::NotMnist {
+                path: dir.join(&spec.name),
+            });
+        }
+    }
+    let images = idx::parse_images(image_bytes, &images_file)?;
     idx::check_counts(&images, &images_file, &labels, &labels_file)?;
     Ok((Examples { images, labels }, digest))
 }

@@ -101,6 +101,17 @@ pub enum FetchError {
     Io(#[from] io::Error),
     #[error("file is larger than {} MB", MAX_DOWNLOAD >> 20)]
     TooLarge,
+    #[error(
+        "too slow: {bytes} bytes in {seconds:.0} s, under {} kB/s (a stalled or trickling server)",
+        min_rate / 1000
+    )]
+    TooSlow {
+        bytes: u64,
+        seconds: f64,
+        min_rate: u64,
+    },
+    #[error("the download's deadline of {} s passed", .0.as_secs())]
+    Deadline(Duration),
     #[error("download cut short: got {got} of {expected} bytes")]
     Truncated { got: u64, expected: u64 },
     #[error("not a valid gzip stream: {0}")]
@@ -119,6 +130,9 @@ pub enum DownloadError {
     AllMirrorsFailed { file: String, tried: usize },
     #[error("no mirror to fetch {file} from")]
     NoMirrors { file: String },
+    /// The reason of the mirror it stopped in went to the [`Report`].
+    #[error("the download's deadline of {} s passed while getting {file}", deadline.as_secs())]
+    Deadline { file: String, deadline: Duration },
     #[error(transparent)]
     File(#[from] FileError),
 }
@@ -168,9 +182,21 @@ pub struct Downloader {
     pub files: Vec<FileSpec>,
     /// Limit on connecting and on any single wait for data.
     pub timeout: Duration,
+    /// A transfer slower than this (bytes a second, on average) once
+    /// `rate_grace` has passed is abandoned for the next mirror: a server
+    /// that trickles bytes would otherwise hold the download for hours
+    /// without ever waiting `timeout` for one.
+    pub min_rate: u64,
+    pub rate_grace: Duration,
+    /// Limit on the whole download, all files and mirrors together.
+    pub deadline: Option<Duration>,
     /// Refetch even when a valid file is already present.
     pub force: bool,
 }
+
+/// [`Downloader::min_rate`] unless told otherwise: 10 kB/s, a hundredth of a
+/// slow real connection; MNIST's largest file would take 17 minutes at it.
+pub const MIN_RATE: u64 = 10_000;
 
 impl Downloader {
     pub fn new(mirrors: Vec<Mirror>) -> Self {
@@ -178,6 +204,9 @@ impl Downloader {
             mirrors,
             files: mnist_files(),
             timeout: Duration::from_secs(30),
+            min_rate: MIN_RATE,
+            rate_grace: Duration::from_secs(10),
+            deadline: None,
             force: false,
         }
     }
@@ -185,9 +214,10 @@ impl Downloader {
     /// Makes sure every file is in `dir` and valid, fetching what is missing.
     pub fn run(&self, dir: &Path, report: &mut dyn Report) -> Result<Vec<Stored>, DownloadError> {
         fs::create_dir_all(dir).map_err(|source| FileError::write(dir, source))?;
+        let until = self.deadline.map(|d| Instant::now() + d);
         self.files
             .iter()
-            .map(|spec| self.ensure(dir, spec, report))
+            .map(|spec| self.ensure(dir, spec, until, report))
             .collect()
     }
 
@@ -195,11 +225,15 @@ impl Downloader {
         &self,
         dir: &Path,
         spec: &FileSpec,
+        until: Option<Instant>,
         report: &mut dyn Report,
     ) -> Result<Stored, DownloadError> {
         let path = dir.join(&spec.name);
         files::remove_stale_temps(&path);
+        // A file larger than any MNIST file is not read: it is replaced.
+        let small = fs::metadata(&path).is_ok_and(|m| m.len() <= MAX_DECOMPRESSED);
         if !self.force
+            && small
             && let Ok(bytes) = fs::read(&path)
         {
             match verify(&bytes, spec) {
@@ -220,7 +254,7 @@ impl Downloader {
         }
         for (i, mirror) in self.mirrors.iter().enumerate() {
             let result = self
-                .fetch(mirror, spec, report)
+                .fetch(mirror, spec, until, report)
                 .and_then(|gz| decompress(&gz))
                 .and_then(|bytes| verify(&bytes, spec).map(|shape| (bytes, shape)));
             match result {
@@ -231,6 +265,13 @@ impl Downloader {
                         outcome: Outcome::Fetched {
                             mirror: mirror.to_string(),
                         },
+                    });
+                }
+                Err(e @ FetchError::Deadline(deadline)) => {
+                    report.failed(&spec.gz_name(), mirror, &e, false);
+                    return Err(DownloadError::Deadline {
+                        file: spec.gz_name(),
+                        deadline,
                     });
                 }
                 Err(e) => {
@@ -249,8 +290,14 @@ impl Downloader {
         &self,
         mirror: &Mirror,
         spec: &FileSpec,
+        until: Option<Instant>,
         report: &mut dyn Report,
     ) -> Result<Vec<u8>, FetchError> {
+        if let (Some(until), Some(deadline)) = (until, self.deadline)
+            && Instant::now() >= until
+        {
+            return Err(FetchError::Deadline(deadline));
+        }
         match mirror {
             Mirror::Local(dir) => {
                 let path = dir.join(spec.gz_name());
@@ -268,7 +315,7 @@ impl Downloader {
             Mirror::Http(base) => {
                 let url = format!("{base}{}", spec.gz_name());
                 let started = Instant::now();
-                let bytes = self.fetch_http(&url, &spec.gz_name(), report)?;
+                let bytes = self.fetch_http(&url, &spec.gz_name(), until, report)?;
                 let secs = started.elapsed().as_secs_f64();
                 report.fetched(&spec.gz_name(), &url, bytes.len() as u64, secs);
                 Ok(bytes)
@@ -280,16 +327,25 @@ impl Downloader {
         &self,
         url: &str,
         name: &str,
+        until: Option<Instant>,
         report: &mut dyn Report,
     ) -> Result<Vec<u8>, FetchError> {
+        // No wait outlasts the deadline.
+        let left = until.map(|u| u.saturating_duration_since(Instant::now()));
+        let wait = left.map_or(self.timeout, |left| left.min(self.timeout));
         let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(self.timeout))
-            .timeout_recv_response(Some(self.timeout))
-            .timeout_per_read(Some(self.timeout))
+            .timeout_connect(Some(wait))
+            .timeout_recv_response(Some(wait))
+            .timeout_per_read(Some(wait))
+            .timeout_global(left)
             .build()
             .into();
+        let started = Instant::now();
+        let past_deadline = || until.is_some_and(|u| Instant::now() >= u);
+        let deadline = || FetchError::Deadline(self.deadline.unwrap_or_default());
         let mut response = agent.get(url).call().map_err(|e| match e {
             ureq::Error::StatusCode(code) => FetchError::Status(code),
+            _ if past_deadline() => deadline(),
             other => FetchError::Transport(other.to_string()),
         })?;
         let expected = response.body().content_length();
@@ -309,7 +365,18 @@ impl Downloader {
                     report.transferred(n as u64);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) if past_deadline() => break Err(deadline()),
                 Err(e) => break Err(FetchError::Io(e)),
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            if seconds > self.rate_grace.as_secs_f64()
+                && (bytes.len() as f64) < self.min_rate as f64 * seconds
+            {
+                break Err(FetchError::TooSlow {
+                    bytes: bytes.len() as u64,
+                    seconds,
+                    min_rate: self.min_rate,
+                });
             }
         };
         report.transfer_ended();

@@ -26,12 +26,22 @@ pub enum FileError {
 }
 
 impl FileError {
-    /// A failed write of `path`.
+    /// A failed write of `path`, said once and without the name of the
+    /// temporary file it went through (which `tempfile` adds to its errors).
     pub(crate) fn write(path: &Path, source: io::Error) -> Self {
         FileError::Write {
             path: path.to_path_buf(),
-            source,
+            source: without_temp_path(source),
         }
+    }
+}
+
+/// `e` without the " at path ..." that `tempfile` appends to its errors.
+fn without_temp_path(e: io::Error) -> io::Error {
+    let text = e.to_string();
+    match text.find(" at path ") {
+        Some(end) => io::Error::new(e.kind(), &text[..end]),
+        None => e,
     }
 }
 
@@ -55,7 +65,7 @@ fn temp_prefix(path: &Path) -> String {
 }
 
 /// The folder `path` is in (`.` for a bare file name).
-fn folder_of(path: &Path) -> &Path {
+pub(crate) fn folder_of(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -85,7 +95,7 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileErro
     #[cfg(unix)]
     builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
     let mut tmp = builder.tempfile_in(folder_of(path)).map_err(err)?;
-    tmp.write_all(bytes).map_err(err)?;
+    tmp.as_file_mut().write_all(bytes).map_err(err)?;
     tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
     sync_folder(folder_of(path));
@@ -95,7 +105,7 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), FileErro
 /// Makes a rename in `folder` durable, where the system allows: only Unix
 /// opens a folder to sync it, and not every folder or file system lets it
 /// (one writable but not readable, say). The file is in place either way.
-fn sync_folder(folder: &Path) {
+pub(crate) fn sync_folder(folder: &Path) {
     #[cfg(unix)]
     if let Ok(handle) = fs::File::open(folder) {
         let _ = handle.sync_all();

@@ -103,7 +103,7 @@ pub fn parse_images(mut bytes: Vec<u8>, file: &str) -> Result<Images, IdxError> 
 
 /// Checks an images file's header against its size; returns how many
 /// images it holds.
-fn image_count(bytes: &[u8], file: &str) -> Result<usize, IdxError> {
+pub(crate) fn image_count(bytes: &[u8], file: &str) -> Result<usize, IdxError> {
     let dims = parse_header(bytes, file, IMAGES_MAGIC, 3)?;
     let (rows, cols) = (dims[1], dims[2]);
     if rows as usize != SIDE || cols as usize != SIDE {

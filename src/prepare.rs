@@ -68,7 +68,30 @@ pub enum PrepareError {
     Blank,
     #[error("the image has no pixels ({width}×{height})")]
     Empty { width: usize, height: usize },
+    #[error(
+        "the image is larger than this tool decodes ({width}×{height} pixels, more than {} \
+         megapixels): crop or shrink it first",
+        MAX_PIXELS / 1_000_000
+    )]
+    TooLarge { width: u64, height: u64 },
+    #[error("the file is {size} bytes, more than the {} MB this tool reads", MAX_FILE >> 20)]
+    FileTooLarge { size: u64 },
+    #[error("the image is larger than this tool decodes ({0}): crop or shrink it first")]
+    Limits(String),
 }
+
+/// The most pixels a picture may have: a 40-megapixel photo (a phone's
+/// largest) and more than any drawing. Checked from the file's header, so
+/// that a picture announcing more (a decompression bomb: a small file that
+/// would decode to gigabytes) is refused before any decoding.
+pub const MAX_PIXELS: u64 = 40_000_000;
+
+/// The most a decoder may allocate for one picture, however its format
+/// counts: a 40-megapixel RGBA picture at 16 bits a channel fits.
+const MAX_DECODER_ALLOC: u64 = 512 << 20;
+
+/// The largest picture file read.
+pub const MAX_FILE: u64 = 64 << 20;
 
 /// A greyscale picture: `width × height` values, row by row.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,17 +132,28 @@ impl Grey {
 /// colour or bit depth, transparency composited over white paper, the EXIF
 /// orientation a phone camera records applied.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Grey, PrepareError> {
-    let reader = ImageReader::new(Cursor::new(bytes))
+    let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(PrepareError::Read)?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODER_ALLOC);
+    reader.limits(limits);
     if reader.format().is_none() {
         return Err(PrepareError::UnknownFormat);
     }
     let failed = |e: image::ImageError| match e {
         image::ImageError::Unsupported(e) => PrepareError::Unsupported(e.to_string()),
+        image::ImageError::Limits(e) => PrepareError::Limits(e.to_string()),
         e => PrepareError::Decode(e.to_string()),
     };
     let mut decoder = reader.into_decoder().map_err(failed)?;
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(PrepareError::TooLarge {
+            width: width.into(),
+            height: height.into(),
+        });
+    }
     let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
     let mut image = DynamicImage::from_decoder(decoder).map_err(failed)?;
     image.apply_orientation(orientation);
@@ -417,6 +451,10 @@ pub fn prepare(image: &Grey) -> Result<Prepared, PrepareError> {
 
 /// Reads and prepares the image file at `path`.
 pub fn prepare_file(path: &std::path::Path) -> Result<Prepared, PrepareError> {
+    let size = std::fs::metadata(path)?.len();
+    if size > MAX_FILE {
+        return Err(PrepareError::FileTooLarge { size });
+    }
     prepare(&decode(&std::fs::read(path)?)?)
 }
 

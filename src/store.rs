@@ -1,19 +1,35 @@
 //! The model store: where a model's files live, and saving and loading its
-//! weights and its JSON metadata (written through [`crate::files`]).
+//! weights and its JSON metadata (written through [`crate::files`]) as one
+//! pair that cannot disagree silently.
+//!
+//! The metadata records the SHA-256 of the weights it describes. A save
+//! writes the new metadata beside the old first (`.NAME.json.pending`),
+//! then the weights, then moves the metadata into place, each step atomic.
+//! A process killed anywhere leaves the previous pair, or the new one, or
+//! the new weights with their metadata still pending; the next `train`
+//! completes or undoes that save before it starts, and readers take the
+//! pending metadata when it is the one that names the weights. Weights
+//! whose metadata names other weights (another run's file copied over, say)
+//! are refused. One writer at a time: [`ModelPaths::lock`].
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use burn::module::Module;
 use burn::store::ModuleRecord;
 use burn::tensor::{Bytes, Device};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use thiserror::Error;
 
-use crate::files::{self, FileError, write_atomically};
+use crate::files::{self, FileError, sha256_hex, write_atomically};
 use crate::model::Cnn;
+
+/// The metadata's field that names the weights it describes.
+const WEIGHTS_SHA256: &str = "weights_sha256";
 
 /// Why a model could not be stored or read back.
 #[derive(Debug, Error)]
@@ -28,6 +44,20 @@ pub enum StoreError {
     Corrupt { path: PathBuf, reason: String },
     #[error("{} holds another network ({reason})", path.display())]
     Architecture { path: PathBuf, reason: String },
+    #[error(
+        "{} are not the weights {} describes (copied from another model, or changed since): \
+         keep a model's .bpk and .json together",
+        weights.display(),
+        metadata.display()
+    )]
+    Mismatch { weights: PathBuf, metadata: PathBuf },
+    #[error(
+        "another mnist-cnn{} is training the model at {}: wait for it to end, or train \
+         another --model",
+        pid.map(|p| format!(" (process {p})")).unwrap_or_default(),
+        weights.display()
+    )]
+    Busy { weights: PathBuf, pid: Option<u32> },
 }
 
 /// Where a model's files live: the weights (Burn's burnpack format), the
@@ -38,6 +68,10 @@ pub struct ModelPaths {
     pub metadata: PathBuf,
     /// The learning curves as SVG, drawn from the metadata's history.
     pub plot: PathBuf,
+    /// The metadata of a save in progress (see the module's doc).
+    pending: PathBuf,
+    /// What [`ModelPaths::lock`] locks.
+    lock: PathBuf,
 }
 
 /// File name a model gets inside a folder.
@@ -65,10 +99,19 @@ impl ModelPaths {
             name.push(ext);
             PathBuf::from(name)
         };
+        // Hidden beside the model, named after it.
+        let hidden = |ext: &str| {
+            let mut name = std::ffi::OsString::from(".");
+            name.push(stem.file_name().unwrap_or_default());
+            name.push(ext);
+            stem.with_file_name(name)
+        };
         Self {
             weights: with("bpk"),
             metadata: with("json"),
             plot: with("svg"),
+            pending: hidden(".json.pending"),
+            lock: hidden(".lock"),
         }
     }
 
@@ -122,20 +165,163 @@ impl ModelPaths {
         Ok(backup)
     }
 
-    /// Saves the weights (atomically).
-    pub fn save_weights(&self, model: &Cnn) -> Result<(), StoreError> {
-        let bytes = model
+    /// Saves `model` and the `metadata` that describes it as one step (see
+    /// the module's doc); the metadata gets the weights' SHA-256.
+    pub fn save<T: Serialize>(&self, model: &Cnn, metadata: &T) -> Result<(), StoreError> {
+        let weights = model
             .clone()
             .into_record()
             .into_bytes()
             .map_err(|e| FileError::write(&self.weights, io::Error::other(e.to_string())))?;
-        Ok(write_atomically(&self.weights, &bytes)?)
+        let json = metadata_json(metadata, &sha256_hex([&weights[..]]));
+        write_atomically(&self.pending, &json)?;
+        crash_point("pending");
+        if let Err(e) = write_atomically(&self.weights, &weights) {
+            // The old pair stands; what named the new weights goes.
+            let _ = fs::remove_file(&self.pending);
+            return Err(e.into());
+        }
+        crash_point("weights");
+        self.commit_pending()
     }
 
-    /// Loads weights saved by [`save_weights`](Self::save_weights).
+    /// Rewrites the metadata of the weights stored here (after the test
+    /// result is known, say).
+    pub fn save_metadata<T: Serialize>(&self, metadata: &T) -> Result<(), StoreError> {
+        let sha = sha256_hex([&read(&self.weights)?[..]]);
+        Ok(write_atomically(
+            &self.metadata,
+            &metadata_json(metadata, &sha),
+        )?)
+    }
+
+    /// Moves the pending metadata into place.
+    fn commit_pending(&self) -> Result<(), StoreError> {
+        fs::rename(&self.pending, &self.metadata)
+            .map_err(|source| FileError::write(&self.metadata, source))?;
+        files::sync_folder(files::folder_of(&self.metadata));
+        Ok(())
+    }
+
+    /// Completes or undoes a save a killed process left half done: the
+    /// pending metadata is kept when the weights are the ones it names (the
+    /// weights were written), else dropped (they were not). Only for the
+    /// one writer, under [`lock`](Self::lock). Says whether it completed one.
+    pub fn recover(&self) -> Result<bool, StoreError> {
+        let Ok(pending) = fs::read(&self.pending) else {
+            return Ok(false);
+        };
+        let weights = fs::read(&self.weights).ok();
+        let named = weights_named(&pending);
+        if weights.is_some_and(|w| named.as_deref() == Some(&sha256_hex([&w[..]]))) {
+            self.commit_pending()?;
+            Ok(true)
+        } else {
+            fs::remove_file(&self.pending)
+                .map_err(|source| FileError::write(&self.pending, source))?;
+            Ok(false)
+        }
+    }
+
+    /// Takes the model for one writer: a second process that asks while
+    /// this one lives gets [`StoreError::Busy`]. The operating system lets
+    /// go when the process ends, however it ends, so no lock outlives its
+    /// process; the file is removed when the lock is dropped.
+    pub fn lock(&self) -> Result<Lock, StoreError> {
+        let err = |source| StoreError::File(FileError::write(&self.lock, source));
+        loop {
+            let mut file = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.lock)
+                .map_err(err)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => {
+                    let pid = fs::read_to_string(&self.lock)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok());
+                    return Err(StoreError::Busy {
+                        weights: self.weights.clone(),
+                        pid,
+                    });
+                }
+                Err(fs::TryLockError::Error(e)) => return Err(err(e)),
+            }
+            // The holder before may have removed the file as we opened it:
+            // then this lock is on a file no one else will find; try again.
+            if !same_file(&file, &self.lock) {
+                continue;
+            }
+            file.set_len(0).map_err(err)?;
+            write!(file, "{}", std::process::id()).map_err(err)?;
+            return Ok(Lock {
+                _file: file,
+                path: self.lock.clone(),
+            });
+        }
+    }
+
+    /// The weights stored here, checked against their metadata (see
+    /// [`load`](Self::load)).
     pub fn load_weights(&self, device: &Device) -> Result<Cnn, StoreError> {
+        self.load::<Value>(device).map(|(model, _)| model)
+    }
+
+    /// The weights and the metadata that describes them, checked to agree:
+    /// the metadata names these weights by SHA-256 (files of versions before
+    /// that field are taken as they are). Weights alone, without metadata,
+    /// load with `None`. Read while a run saves, the pair is read again until
+    /// it agrees.
+    pub fn load<T: DeserializeOwned>(
+        &self,
+        device: &Device,
+    ) -> Result<(Cnn, Option<T>), StoreError> {
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let weights = read(&self.weights)?;
+            let metadata = match read(&self.metadata) {
+                Ok(bytes) => Some(bytes),
+                Err(StoreError::Missing { .. }) => None,
+                Err(e) => return Err(e),
+            };
+            let sha = sha256_hex([&weights[..]]);
+            let names = |json: &[u8]| weights_named(json).is_none_or(|named| named == sha);
+            let agreed = match metadata {
+                Some(json) if names(&json) => Some(Some(json)),
+                // A save in progress, or one a killed process left: the
+                // pending metadata is the one that names these weights.
+                _ => match fs::read(&self.pending) {
+                    Ok(json) if weights_named(&json).as_deref() == Some(&sha) => Some(Some(json)),
+                    _ if metadata_missing(&self.metadata) => Some(None),
+                    _ => None,
+                },
+            };
+            if let Some(json) = agreed {
+                let metadata = json
+                    .map(|json| {
+                        serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+                            path: self.metadata.clone(),
+                            reason: e.to_string(),
+                        })
+                    })
+                    .transpose()?;
+                return Ok((self.decode(weights, device)?, metadata));
+            }
+            if attempt < ATTEMPTS {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Err(StoreError::Mismatch {
+            weights: self.weights.clone(),
+            metadata: self.metadata.clone(),
+        })
+    }
+
+    fn decode(&self, bytes: Vec<u8>, device: &Device) -> Result<Cnn, StoreError> {
         let path = &self.weights;
-        let bytes = read(path)?;
         let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| {
             StoreError::Corrupt {
                 path: path.clone(),
@@ -150,19 +336,73 @@ impl ModelPaths {
             })
     }
 
-    /// Saves the metadata as pretty JSON (atomically).
-    pub fn save_metadata<T: Serialize>(&self, metadata: &T) -> Result<(), StoreError> {
-        let json = serde_json::to_vec_pretty(metadata).expect("metadata serialises");
-        Ok(write_atomically(&self.metadata, &json)?)
-    }
-
-    /// Reads the metadata saved beside the weights.
+    /// Reads the metadata saved beside the weights (not checked against
+    /// them: for what needs the record alone, such as `plot`).
     pub fn load_metadata<T: DeserializeOwned>(&self) -> Result<T, StoreError> {
         let path = &self.metadata;
         serde_json::from_slice(&read(path)?).map_err(|e| StoreError::Corrupt {
             path: path.clone(),
             reason: e.to_string(),
         })
+    }
+}
+
+/// A model taken by one writer (see [`ModelPaths::lock`]).
+#[derive(Debug)]
+pub struct Lock {
+    _file: fs::File,
+    path: PathBuf,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Removed while still held, so that no one takes it in between.
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Whether `file` is the file at `path` now.
+fn same_file(file: &fs::File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (file.metadata(), fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (file, path);
+        true
+    }
+}
+
+/// `metadata` as pretty JSON with the SHA-256 of the weights it describes.
+fn metadata_json<T: Serialize>(metadata: &T, weights_sha256: &str) -> Vec<u8> {
+    let mut value = serde_json::to_value(metadata).expect("metadata serialises");
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert(WEIGHTS_SHA256.into(), weights_sha256.into());
+    }
+    serde_json::to_vec_pretty(&value).expect("metadata serialises")
+}
+
+/// The SHA-256 a metadata file names its weights by, if it is JSON that does.
+fn weights_named(json: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(json).ok()?;
+    Some(value.get(WEIGHTS_SHA256)?.as_str()?.to_string())
+}
+
+fn metadata_missing(path: &Path) -> bool {
+    matches!(fs::metadata(path), Err(e) if e.kind() == io::ErrorKind::NotFound)
+}
+
+/// Where the tests kill the process on purpose, as a power cut or `kill -9`
+/// would: `MNIST_CNN_CRASH_AT=pending` (the new metadata written, not the
+/// weights) or `weights` (the weights written, the metadata still pending).
+fn crash_point(name: &str) {
+    if std::env::var_os("MNIST_CNN_CRASH_AT").is_some_and(|at| at == name) {
+        std::process::abort();
     }
 }
 

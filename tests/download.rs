@@ -263,3 +263,82 @@ fn a_file_with_the_right_checksum_but_a_bad_header_is_rejected() {
         lines[0]
     );
 }
+
+/// A server that accepts, announces a large body and then trickles it a
+/// byte at a time, never waiting long enough for a read to time out.
+fn slow_loris() -> String {
+    serve_raw(move |mut stream| {
+        read_request(&mut stream);
+        let head = "HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\nConnection: close\r\n\r\n";
+        let _ = stream.write_all(head.as_bytes());
+        for _ in 0..600 {
+            if stream.write_all(b"x").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+}
+
+#[test]
+fn a_mirror_that_trickles_bytes_is_left_for_the_next_within_a_bound() {
+    let fixture = Fixture::synthetic(5, 5);
+    let good = tempfile::tempdir().unwrap();
+    fixture.write_gz(good.path());
+    let loris = slow_loris();
+    let mut d = downloader(&[&loris, &good.path().display().to_string()], &fixture);
+    d.rate_grace = Duration::from_secs(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut failures = Failures::default();
+    let started = Instant::now();
+    let stored = d.run(dir.path(), &mut failures).unwrap();
+    // Four files, each given up on after the grace and at most one more wait.
+    assert!(
+        started.elapsed() < Duration::from_secs(4 * 4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        stored
+            .iter()
+            .all(|s| matches!(s.outcome, Outcome::Fetched { .. }))
+    );
+    assert_eq!(failures.0.len(), 4, "{:?}", failures.0);
+    for (mirror, reason, next) in &failures.0 {
+        assert_eq!(mirror, &loris);
+        assert!(reason.starts_with("too slow: "), "{reason}");
+        assert!(reason.contains("under 10 kB/s"), "{reason}");
+        assert!(next);
+    }
+}
+
+#[test]
+fn the_whole_download_keeps_to_its_deadline() {
+    let fixture = Fixture::synthetic(5, 5);
+    let loris = slow_loris();
+    let mut d = downloader(&[&loris, &loris], &fixture);
+    // Slow servers allowed, but not for longer than the download may take.
+    d.min_rate = 0;
+    d.deadline = Some(Duration::from_secs(2));
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut failures = Failures::default();
+    let err = d.run(dir.path(), &mut failures).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(err, DownloadError::Deadline { .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "the download's deadline of 2 s passed while getting train-images-idx3-ubyte.gz"
+    );
+    assert_eq!(
+        failures.0.len(),
+        1,
+        "no further mirror tried: {:?}",
+        failures.0
+    );
+    assert!(entries(dir.path()).is_empty(), "nothing written");
+}

@@ -120,6 +120,10 @@ pub struct MirrorArgs {
     /// Seconds to wait for a connection or for data before giving up on a mirror.
     #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = in_range(1, 3600))]
     pub timeout: usize,
+    /// Seconds the whole download may take, all files and mirrors together.
+    /// [default: no limit; a mirror slower than 10 kB/s is left for the next]
+    #[arg(long, value_name = "SECS", value_parser = in_range(1, 86_400))]
+    pub deadline: Option<usize>,
 }
 
 #[derive(Debug, Args)]

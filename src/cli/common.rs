@@ -20,6 +20,7 @@ pub fn download_failed(e: DownloadError) -> anyhow::Error {
     match e {
         DownloadError::AllMirrorsFailed { .. } => anyhow!("{e} (each reason above); {offline}"),
         DownloadError::NoMirrors { .. } => anyhow!("{e}; {offline}"),
+        DownloadError::Deadline { .. } => anyhow!("{e} (allow more with --deadline SECS)"),
         DownloadError::File(_) => e.into(),
     }
 }
@@ -29,7 +30,9 @@ pub fn data_failed(e: DataError, dir: &Path) -> anyhow::Error {
     let fix = format!("mnist-cnn download --data-dir {}", dir.display());
     match e {
         DataError::Missing { .. } => anyhow!("{e}: run `{fix}` first"),
-        DataError::Idx(_) => anyhow!("{e}; `{fix}` repairs it"),
+        DataError::Idx(_) | DataError::NotMnist { .. } | DataError::TooLarge { .. } => {
+            anyhow!("{e}; `{fix}` repairs it")
+        }
         DataError::Io { .. } => e.into(),
     }
 }

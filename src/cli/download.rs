@@ -56,6 +56,7 @@ fn downloader(mirror: &MirrorArgs, force: bool) -> Downloader {
     let mirrors = Mirror::list(&mirror.mirrors, env.as_deref(), !mirror.no_default_mirrors);
     let mut d = Downloader::new(mirrors);
     d.timeout = Duration::from_secs(mirror.timeout as u64);
+    d.deadline = mirror.deadline.map(|s| Duration::from_secs(s as u64));
     d.force = force;
     d
 }

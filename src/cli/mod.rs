@@ -45,7 +45,7 @@ pub fn run(cli: Cli) -> ExitCode {
         // The reader of our output has gone (`| head`): nothing is wrong.
         Err(e) if term::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            note(format!("error: {e:#}"));
+            note(format!("error: {}", one_line(&e)));
             match e.downcast_ref() {
                 Some(TrainError::Interrupted { .. }) => ExitCode::from(EXIT_INTERRUPTED),
                 _ => ExitCode::FAILURE,
@@ -54,11 +54,42 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// The error and its causes on one line, each said once: the library's
+/// errors already end with the cause they wrap ("cannot write F: No space
+/// left on device"), which `{:#}` would repeat.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
 
     use super::*;
+
+    #[test]
+    fn an_error_says_each_cause_once() {
+        let disk = std::io::Error::from_raw_os_error(28);
+        let store = mnist_cnn::store::StoreError::Read {
+            path: "m.bpk".into(),
+            source: disk,
+        };
+        let e = anyhow::Error::from(store).context("while saving");
+        assert_eq!(
+            one_line(&e),
+            "while saving: cannot read m.bpk: No space left on device (os error 28)"
+        );
+    }
 
     /// clap's own checks of the definitions (conflicts, requirements,
     /// defaults against their parsers), which only debug builds make on

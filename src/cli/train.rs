@@ -27,6 +27,14 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     // is found before any download, loading or training.
     let paths = args.model.paths(&args.data);
     paths.check_writable()?;
+    // One run writes a model at a time; held to the end of this function.
+    let _lock = paths.lock()?;
+    if paths.recover()? {
+        note(format!(
+            "completed the save of {} that an earlier run was stopped in",
+            paths.weights.display()
+        ));
+    }
     paths.remove_stale_temps();
     // A checkpoint is read on the CPU, and moved once the backend is known.
     let checkpoint = if args.resume {

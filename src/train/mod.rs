@@ -171,8 +171,7 @@ pub fn train(
         progress.epoch_end(&stats, config.epochs);
         metadata.history.push(stats);
         if let Some(paths) = save_to {
-            paths.save_weights(&trainer.model())?;
-            paths.save_metadata(&metadata)?;
+            paths.save(&trainer.model(), &metadata)?;
             progress.saved(&metadata);
         }
     }

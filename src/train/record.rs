@@ -293,11 +293,16 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Loads the model and metadata stored at `paths` for training on `device`.
+    /// Loads the model and the metadata that describes it (checked to
+    /// agree, see [`ModelPaths::load`]) for training on `device`.
     pub fn load(paths: &ModelPaths, device: &Device) -> Result<Self, StoreError> {
+        let (model, metadata) = paths.load(&device.clone().autodiff())?;
+        let metadata = metadata.ok_or_else(|| StoreError::Missing {
+            path: paths.metadata.clone(),
+        })?;
         Ok(Self {
-            model: paths.load_weights(&device.clone().autodiff())?,
-            metadata: paths.load_metadata()?,
+            model,
+            metadata,
             paths: paths.clone(),
         })
     }

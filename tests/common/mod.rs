@@ -88,6 +88,21 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.finish().unwrap()
 }
 
+/// `bytes` as a zlib stream (PNG's image data).
+pub fn zlib(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), Compression::fast());
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+/// The names of the entries of a folder, hidden ones included.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
 /// A small data set in the MNIST layout: decompressed bytes by file name.
 pub struct Fixture {
     pub files: Vec<(String, Vec<u8>)>,
