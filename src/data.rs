@@ -2,12 +2,11 @@
 //! canonical checksums, which half each belongs to, and the data folder the
 //! commands read them from (decompressed, as `download` stores them).
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::files::sha256_hex;
+use crate::files::{read_at_most, sha256_hex};
 use crate::idx::{self, IdxError, Images};
 
 /// One of the files that make up the data set.
@@ -78,8 +77,8 @@ pub enum DataError {
     Idx(#[from] IdxError),
     #[error("{} is not MNIST's file of that name (its SHA-256 differs)", path.display())]
     NotMnist { path: PathBuf },
-    #[error("{} is {size} bytes, more than any MNIST file ({MAX_FILE} at most)", path.display())]
-    TooLarge { path: PathBuf, size: u64 },
+    #[error("{} is larger than any MNIST file (over {} MB)", path.display(), MAX_FILE >> 20)]
+    TooLarge { path: PathBuf },
 }
 
 /// The largest file read as part of the data set: the training images are
@@ -170,11 +169,10 @@ fn read(dir: &Path, split: Split, digest: bool) -> Result<(Examples, Option<Stri
                 }
             }
         };
-        let size = fs::metadata(&path).map_err(io)?.len();
-        if size > MAX_FILE {
-            return Err(DataError::TooLarge { path, size });
+        match read_at_most(&path, MAX_FILE).map_err(io)? {
+            Some(bytes) => Ok(bytes),
+            None => Err(DataError::TooLarge { path }),
         }
-        fs::read(&path).map_err(io)
     };
     let image_bytes = read(images_name)?;
     let label_bytes = read(labels_name)?;

@@ -130,7 +130,6 @@ pub enum DownloadError {
     AllMirrorsFailed { file: String, tried: usize },
     #[error("no mirror to fetch {file} from")]
     NoMirrors { file: String },
-    /// The reason of the mirror it stopped in went to the [`Report`].
     #[error("the download's deadline of {} s passed while getting {file}", deadline.as_secs())]
     Deadline { file: String, deadline: Duration },
     #[error(transparent)]
@@ -230,11 +229,9 @@ impl Downloader {
     ) -> Result<Stored, DownloadError> {
         let path = dir.join(&spec.name);
         files::remove_stale_temps(&path);
-        // A file larger than any MNIST file is not read: it is replaced.
-        let small = fs::metadata(&path).is_ok_and(|m| m.len() <= MAX_DECOMPRESSED);
+        // A file larger than any MNIST file is not read whole: it is replaced.
         if !self.force
-            && small
-            && let Ok(bytes) = fs::read(&path)
+            && let Ok(Some(bytes)) = files::read_at_most(&path, MAX_DECOMPRESSED)
         {
             match verify(&bytes, spec) {
                 Ok(shape) => {
@@ -267,8 +264,8 @@ impl Downloader {
                         },
                     });
                 }
-                Err(e @ FetchError::Deadline(deadline)) => {
-                    report.failed(&spec.gz_name(), mirror, &e, false);
+                // Not this mirror's failure: said once, as the download's.
+                Err(FetchError::Deadline(deadline)) => {
                     return Err(DownloadError::Deadline {
                         file: spec.gz_name(),
                         deadline,
@@ -302,7 +299,9 @@ impl Downloader {
             Mirror::Local(dir) => {
                 let path = dir.join(spec.gz_name());
                 let started = Instant::now();
-                let bytes = fs::read(&path).map_err(|source| FetchError::Local { source })?;
+                let bytes = files::read_at_most(&path, MAX_DOWNLOAD)
+                    .map_err(|source| FetchError::Local { source })?
+                    .ok_or(FetchError::TooLarge)?;
                 let secs = started.elapsed().as_secs_f64();
                 report.fetched(
                     &spec.gz_name(),

@@ -58,6 +58,18 @@ pub fn sha256_hex<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
         .collect()
 }
 
+/// The bytes of the file at `path`, or `None` when it holds more than `max`:
+/// never more than `max + 1` bytes are read, whatever the file is (a pipe,
+/// a device, a file that grows as it is read).
+pub(crate) fn read_at_most(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
+}
+
 /// Prefix of the temporary files that become `path`.
 fn temp_prefix(path: &Path) -> String {
     let name = path.file_name().unwrap_or_default().to_string_lossy();

@@ -74,8 +74,8 @@ pub enum PrepareError {
         MAX_PIXELS / 1_000_000
     )]
     TooLarge { width: u64, height: u64 },
-    #[error("the file is {size} bytes, more than the {} MB this tool reads", MAX_FILE >> 20)]
-    FileTooLarge { size: u64 },
+    #[error("the file is larger than the {} MB this tool reads", MAX_FILE >> 20)]
+    FileTooLarge,
     #[error("the image is larger than this tool decodes ({0}): crop or shrink it first")]
     Limits(String),
 }
@@ -90,8 +90,9 @@ pub const MAX_PIXELS: u64 = 40_000_000;
 /// counts: a 40-megapixel RGBA picture at 16 bits a channel fits.
 const MAX_DECODER_ALLOC: u64 = 512 << 20;
 
-/// The largest picture file read.
-pub const MAX_FILE: u64 = 64 << 20;
+/// The largest picture file read: a 40-megapixel picture stored
+/// uncompressed (BMP, PNM) at 16 bits a channel is 240 MB.
+pub const MAX_FILE: u64 = 256 << 20;
 
 /// A greyscale picture: `width × height` values, row by row.
 #[derive(Debug, Clone, PartialEq)]
@@ -451,11 +452,8 @@ pub fn prepare(image: &Grey) -> Result<Prepared, PrepareError> {
 
 /// Reads and prepares the image file at `path`.
 pub fn prepare_file(path: &std::path::Path) -> Result<Prepared, PrepareError> {
-    let size = std::fs::metadata(path)?.len();
-    if size > MAX_FILE {
-        return Err(PrepareError::FileTooLarge { size });
-    }
-    prepare(&decode(&std::fs::read(path)?)?)
+    let bytes = crate::files::read_at_most(path, MAX_FILE)?.ok_or(PrepareError::FileTooLarge)?;
+    prepare(&decode(&bytes)?)
 }
 
 #[cfg(test)]

@@ -141,6 +141,7 @@ impl ModelPaths {
     pub fn remove_stale_temps(&self) -> usize {
         self.files()
             .into_iter()
+            .chain([&self.pending])
             .map(|p| files::remove_stale_temps(p))
             .sum()
     }
@@ -157,10 +158,23 @@ impl ModelPaths {
             })
             .find(|b| b.files().iter().all(|f| !f.exists()))
             .expect("some number is free");
-        for (from, to) in self.files().into_iter().zip(backup.files()) {
-            if from.exists() {
-                fs::rename(from, to).map_err(|source| FileError::write(to, source))?;
-            }
+        // All three are in place under their new names before any goes from
+        // its old one (the weights last), so that a kill in between leaves
+        // the model, or the backup, whole.
+        let moves: Vec<_> = self
+            .files()
+            .into_iter()
+            .zip(backup.files())
+            .filter(|(from, _)| from.exists())
+            .collect();
+        for &(from, to) in &moves {
+            fs::hard_link(from, to)
+                .or_else(|_| fs::copy(from, to).map(|_| ()))
+                .map_err(|source| FileError::write(to, source))?;
+        }
+        files::sync_folder(files::folder_of(&self.weights));
+        for &(from, _) in moves.iter().rev() {
+            fs::remove_file(from).map_err(|source| FileError::write(from, source))?;
         }
         Ok(backup)
     }
@@ -211,7 +225,13 @@ impl ModelPaths {
         let Ok(pending) = fs::read(&self.pending) else {
             return Ok(false);
         };
-        let weights = fs::read(&self.weights).ok();
+        // Only weights read and found to be others (or absent) undo the
+        // save: an error reading them says nothing of which they are.
+        let weights = match read(&self.weights) {
+            Ok(bytes) => Some(bytes),
+            Err(StoreError::Missing { .. }) => None,
+            Err(e) => return Err(e),
+        };
         let named = weights_named(&pending);
         if weights.is_some_and(|w| named.as_deref() == Some(&sha256_hex([&w[..]]))) {
             self.commit_pending()?;
@@ -255,8 +275,10 @@ impl ModelPaths {
             if !same_file(&file, &self.lock) {
                 continue;
             }
-            file.set_len(0).map_err(err)?;
-            write!(file, "{}", std::process::id()).map_err(err)?;
+            // Only to name this process to another; the lock holds without it
+            // (on a full disk, say).
+            let _ = file.set_len(0);
+            let _ = write!(file, "{}", std::process::id());
             return Ok(Lock {
                 _file: file,
                 path: self.lock.clone(),
@@ -265,9 +287,11 @@ impl ModelPaths {
     }
 
     /// The weights stored here, checked against their metadata (see
-    /// [`load`](Self::load)).
+    /// [`load`](Self::load)); metadata that does not parse does not stop
+    /// them, as the weights alone are all a reader of them needs.
     pub fn load_weights(&self, device: &Device) -> Result<Cnn, StoreError> {
-        self.load::<Value>(device).map(|(model, _)| model)
+        let (weights, _) = self.read_pair()?;
+        self.decode(weights, device)
     }
 
     /// The weights and the metadata that describes them, checked to agree:
@@ -279,6 +303,22 @@ impl ModelPaths {
         &self,
         device: &Device,
     ) -> Result<(Cnn, Option<T>), StoreError> {
+        let (weights, metadata) = self.read_pair()?;
+        let metadata = metadata
+            .map(|(json, path)| {
+                serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+                    path,
+                    reason: e.to_string(),
+                })
+            })
+            .transpose()?;
+        Ok((self.decode(weights, device)?, metadata))
+    }
+
+    /// The weights' bytes and the metadata that describes them (with the
+    /// file it came from), read until they agree (see [`load`](Self::load)).
+    #[allow(clippy::type_complexity)]
+    fn read_pair(&self) -> Result<(Vec<u8>, Option<(Vec<u8>, PathBuf)>), StoreError> {
         const ATTEMPTS: usize = 5;
         for attempt in 1..=ATTEMPTS {
             let weights = read(&self.weights)?;
@@ -290,25 +330,19 @@ impl ModelPaths {
             let sha = sha256_hex([&weights[..]]);
             let names = |json: &[u8]| weights_named(json).is_none_or(|named| named == sha);
             let agreed = match metadata {
-                Some(json) if names(&json) => Some(Some(json)),
+                Some(json) if names(&json) => Some(Some((json, self.metadata.clone()))),
                 // A save in progress, or one a killed process left: the
                 // pending metadata is the one that names these weights.
                 _ => match fs::read(&self.pending) {
-                    Ok(json) if weights_named(&json).as_deref() == Some(&sha) => Some(Some(json)),
+                    Ok(json) if weights_named(&json).as_deref() == Some(&sha) => {
+                        Some(Some((json, self.pending.clone())))
+                    }
                     _ if metadata_missing(&self.metadata) => Some(None),
                     _ => None,
                 },
             };
-            if let Some(json) = agreed {
-                let metadata = json
-                    .map(|json| {
-                        serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
-                            path: self.metadata.clone(),
-                            reason: e.to_string(),
-                        })
-                    })
-                    .transpose()?;
-                return Ok((self.decode(weights, device)?, metadata));
+            if let Some(metadata) = agreed {
+                return Ok((weights, metadata));
             }
             if attempt < ATTEMPTS {
                 std::thread::sleep(Duration::from_millis(100));
@@ -351,12 +385,16 @@ impl ModelPaths {
 #[derive(Debug)]
 pub struct Lock {
     _file: fs::File,
+    #[cfg_attr(not(unix), allow(dead_code))]
     path: PathBuf,
 }
 
 impl Drop for Lock {
     fn drop(&mut self) {
-        // Removed while still held, so that no one takes it in between.
+        // Removed while still held, so that no one takes it in between; a
+        // process that opened it just before finds it gone (`same_file`).
+        // Where that cannot be told, the file stays.
+        #[cfg(unix)]
         let _ = fs::remove_file(&self.path);
     }
 }
@@ -397,12 +435,14 @@ fn metadata_missing(path: &Path) -> bool {
     matches!(fs::metadata(path), Err(e) if e.kind() == io::ErrorKind::NotFound)
 }
 
-/// Where the tests kill the process on purpose, as a power cut or `kill -9`
-/// would: `MNIST_CNN_CRASH_AT=pending` (the new metadata written, not the
-/// weights) or `weights` (the weights written, the metadata still pending).
+/// Where the tests stop the process on purpose, as a power cut or `kill -9`
+/// would (no clean-up, no destructors): `MNIST_CNN_CRASH_AT=pending` (the
+/// new metadata written, not the weights) or `weights` (the weights
+/// written, the metadata still pending). An exit rather than an abort, which
+/// could leave a core file.
 fn crash_point(name: &str) {
     if std::env::var_os("MNIST_CNN_CRASH_AT").is_some_and(|at| at == name) {
-        std::process::abort();
+        std::process::exit(137);
     }
 }
 

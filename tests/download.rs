@@ -334,10 +334,9 @@ fn the_whole_download_keeps_to_its_deadline() {
         err.to_string(),
         "the download's deadline of 2 s passed while getting train-images-idx3-ubyte.gz"
     );
-    assert_eq!(
-        failures.0.len(),
-        1,
-        "no further mirror tried: {:?}",
+    assert!(
+        failures.0.is_empty(),
+        "said once, not as a mirror's failure: {:?}",
         failures.0
     );
     assert!(entries(dir.path()).is_empty(), "nothing written");

@@ -50,6 +50,26 @@ fn losses(metadata: &Metadata) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// How many epochs the model at `paths` has trained (0: none yet).
+fn stored_epochs(paths: &ModelPaths) -> usize {
+    if !paths.weights.exists() {
+        return 0;
+    }
+    let (_, metadata) = paths.load::<Metadata>(&host_device()).unwrap();
+    metadata.map_or(0, |m| m.epochs_done())
+}
+
+/// A child process killed when dropped, so that a failed assertion never
+/// leaves a long training run behind.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A reference run of `epochs`, never interrupted.
 fn reference(dir: &Path, epochs: usize) -> (Parameters, Metadata) {
     let model = dir.join("reference");
@@ -62,7 +82,10 @@ fn reference(dir: &Path, epochs: usize) -> (Parameters, Metadata) {
 fn a_run_killed_at_random_moments_resumes_to_the_same_weights() {
     const EPOCHS: usize = 30; // some 0.1 s each, a checkpoint after each
     let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
     let (weights, metadata) = reference(dir.path(), EPOCHS);
+    // Kills come within a third of a whole run, however fast this machine.
+    let whole = started.elapsed().as_millis() as u64;
     let victim = dir.path().join("victim");
     let paths = ModelPaths::new(&victim);
     let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -72,7 +95,7 @@ fn a_run_killed_at_random_moments_resumes_to_the_same_weights() {
         state ^= state << 17;
         state
     };
-    let mut kills = 0;
+    let (mut kills, mut after_a_checkpoint) = (0, 0);
     while kills < 8 {
         let resume = paths.weights.exists();
         let mut child = train(&victim, EPOCHS, resume)
@@ -81,7 +104,7 @@ fn a_run_killed_at_random_moments_resumes_to_the_same_weights() {
             .spawn()
             .unwrap();
         // Start-up, loading, mid-epoch, mid-save: anywhere.
-        let wait = Duration::from_millis(100 + random() % 900);
+        let wait = Duration::from_millis(random() % (whole / 3));
         let started = Instant::now();
         while started.elapsed() < wait && child.try_wait().unwrap().is_none() {
             std::thread::sleep(Duration::from_millis(2));
@@ -97,10 +120,16 @@ fn a_run_killed_at_random_moments_resumes_to_the_same_weights() {
         if paths.weights.exists() {
             let (_, metadata) = stored(&victim);
             assert!(metadata.epochs_done() >= 1);
+            after_a_checkpoint += resume as usize;
         }
     }
-    assert_eq!(kills, 8, "a run finished before 8 kills landed");
-    succeeds(&mut train(&victim, EPOCHS, paths.weights.exists()));
+    assert!(
+        kills >= 4 && after_a_checkpoint >= 2,
+        "{kills} kills, {after_a_checkpoint} of them in resumed runs"
+    );
+    if stored_epochs(&paths) < EPOCHS {
+        succeeds(&mut train(&victim, EPOCHS, paths.weights.exists()));
+    }
     let (resumed, resumed_metadata) = stored(&victim);
     assert!(
         resumed == weights,
@@ -242,11 +271,13 @@ fn weights_their_metadata_does_not_describe_are_refused_by_every_command() {
 fn a_second_run_on_a_model_being_trained_is_refused_and_readers_see_whole_models() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("model");
-    let mut first = train(&model, 100_000, false)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let first = Killed(
+        train(&model, 100_000, false)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let paths = ModelPaths::new(&model);
     let started = Instant::now();
     while !paths.metadata.exists() {
@@ -257,7 +288,7 @@ fn a_second_run_on_a_model_being_trained_is_refused_and_readers_see_whole_models
         &mut train(&model, 3, false),
         &format!(
             "another mnist-cnn (process {}) is training the model at {}",
-            first.id(),
+            first.0.id(),
             paths.weights.display()
         ),
     );
@@ -267,8 +298,7 @@ fn a_second_run_on_a_model_being_trained_is_refused_and_readers_see_whole_models
         assert!(evaluated(&model)["count"] == 10_000);
     }
     // Killed, it leaves no lock behind: the next run goes on from its model.
-    first.kill().unwrap();
-    first.wait().unwrap();
+    drop(first);
     let done = stored(&model).1.epochs_done();
     let (stdout, _) = succeeds(&mut train(&model, done + 1, true));
     assert!(stdout.contains("Test loss: "), "{stdout}");
@@ -281,7 +311,8 @@ fn a_full_disk_during_a_save_keeps_the_last_checkpoint_and_leaves_no_temp_file()
     let model = dir.path().join("model");
     stdout_of(&mut train(&model, 1, false));
     let before = std::fs::read(model.with_extension("bpk")).unwrap();
-    // No file may grow past 4 MB (the weights are 10 MB): writes fail as on a
+    // No file may grow past 2 MB (`ulimit -f` counts 512-byte blocks in sh;
+    // the weights are 10 MB): writes fail as on a
     // full disk or a quota, with EFBIG instead of ENOSPC (SIGXFSZ, which
     // would kill the process, ignored as it is by most shells' children).
     let train = train(&model, 3, true);
@@ -381,7 +412,7 @@ fn hostile_pictures_are_refused_quickly_with_a_reason() {
         .unwrap()
         .set_len(10 << 30)
         .unwrap();
-    predict(&huge, "more than the 64 MB this tool reads");
+    predict(&huge, "larger than the 256 MB this tool reads");
 }
 
 #[test]
@@ -422,7 +453,7 @@ fn data_files_that_are_not_mnists_own_are_refused_with_the_repair() {
         mnist_cnn()
             .args(["show", "0", "--test", "--data-dir"])
             .arg(data.path()),
-        "is 107374182400 bytes, more than any MNIST file",
+        "t10k-labels-idx1-ubyte is larger than any MNIST file (over 64 MB)",
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     // `download` repairs both.

@@ -121,9 +121,13 @@ pub struct MirrorArgs {
     #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = in_range(1, 3600))]
     pub timeout: usize,
     /// Seconds the whole download may take, all files and mirrors together.
-    /// [default: no limit; a mirror slower than 10 kB/s is left for the next]
+    /// [default: no limit]
     #[arg(long, value_name = "SECS", value_parser = in_range(1, 86_400))]
     pub deadline: Option<usize>,
+    /// A transfer slower than this many kB/s, on average after its first 10
+    /// s, is left for the next mirror; 0 waits for any. [default: 10]
+    #[arg(long, value_name = "KB_PER_S", value_parser = in_range(0, 1_000_000))]
+    pub min_rate: Option<usize>,
 }
 
 #[derive(Debug, Args)]

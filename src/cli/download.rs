@@ -57,6 +57,9 @@ fn downloader(mirror: &MirrorArgs, force: bool) -> Downloader {
     let mut d = Downloader::new(mirrors);
     d.timeout = Duration::from_secs(mirror.timeout as u64);
     d.deadline = mirror.deadline.map(|s| Duration::from_secs(s as u64));
+    if let Some(kb) = mirror.min_rate {
+        d.min_rate = kb as u64 * 1000;
+    }
     d.force = force;
     d
 }
