@@ -63,10 +63,12 @@ pub fn sha256_hex<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
 /// a device, a file that grows as it is read).
 pub(crate) fn read_at_most(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
     use std::io::Read;
-    let mut bytes = Vec::new();
-    fs::File::open(path)?
-        .take(max + 1)
-        .read_to_end(&mut bytes)?;
+    let file = fs::File::open(path)?;
+    // Sized from the file's length where it has one, so that a large file
+    // is read into one allocation (growing by doubling would hold two).
+    let size = file.metadata().map_or(0, |m| m.len()).min(max + 1);
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(max + 1).read_to_end(&mut bytes)?;
     Ok((bytes.len() as u64 <= max).then_some(bytes))
 }
 
