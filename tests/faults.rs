@@ -151,14 +151,7 @@ fn crash_in_save(model: &Path, epochs: usize, at: &str) {
 
 /// What `eval --json` says of a model, for checking that it reads one.
 fn evaluated(model: &Path) -> serde_json::Value {
-    let out = stdout_of(
-        mnist_cnn()
-            .args(["eval", "--json", "--data-dir"])
-            .arg(common::data_dir())
-            .arg("--model")
-            .arg(model),
-    );
-    serde_json::from_str(&out).unwrap()
+    evaluated_in(common::data_dir(), model)
 }
 
 #[test]
@@ -467,6 +460,7 @@ fn data_files_that_are_not_mnists_own_are_refused_with_the_repair() {
     assert!(evaluated_in(data.path(), &model)["count"] == 10_000);
 }
 
+/// [`evaluated`] on the data in `data`.
 fn evaluated_in(data: &Path, model: &Path) -> serde_json::Value {
     let out = stdout_of(
         mnist_cnn()
