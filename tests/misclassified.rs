@@ -109,11 +109,7 @@ fn misclassified_draws_digits_and_writes_pngs() {
             "{name}"
         );
         assert!(out.contains(&format!("#{index}: predicted ")), "{out}");
-        let decoder =
-            png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&file).unwrap()));
-        let mut reader = decoder.read_info().unwrap();
-        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
-        reader.next_frame(&mut pixels).unwrap();
+        let (_, _, _, pixels) = decode_png(&file);
         assert_eq!(&pixels[..], test.images.image(index), "{name}");
     }
 }
