@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::files::{read_at_most, sha256_hex};
+use crate::files::{read_at_most, sha256_hex, sha256_hex_running};
 use crate::idx::{self, IdxError, Images};
 
 /// One of the files that make up the data set.
@@ -145,17 +145,16 @@ pub fn is_present(dir: &Path) -> bool {
 /// MNIST's own files (by SHA-256, as `download` checks them): a changed
 /// file would give other results without a word.
 pub fn load(dir: &Path, split: Split) -> Result<Examples, DataError> {
-    read(dir, split, false).map(|(examples, _)| examples)
+    read(dir, split).map(|(examples, _)| examples)
 }
 
 /// [`load`], plus the SHA-256 over the images file then the labels file as
-/// read: what a trained model records of the data it was trained on. Kept
-/// apart because hashing 47 MB a second time is work only training needs.
+/// read: what a trained model records of the data it was trained on.
 pub fn load_with_digest(dir: &Path, split: Split) -> Result<(Examples, String), DataError> {
-    read(dir, split, true).map(|(examples, digest)| (examples, digest.unwrap_or_default()))
+    read(dir, split)
 }
 
-fn read(dir: &Path, split: Split, digest: bool) -> Result<(Examples, Option<String>), DataError> {
+fn read(dir: &Path, split: Split) -> Result<(Examples, String), DataError> {
     let [images_name, labels_name] = split.files();
     let read = |name: &str| {
         let path = dir.join(name);
@@ -178,17 +177,22 @@ fn read(dir: &Path, split: Split, digest: bool) -> Result<(Examples, Option<Stri
     let label_bytes = read(labels_name)?;
     let images_file = dir.join(images_name).display().to_string();
     let labels_file = dir.join(labels_name).display().to_string();
-    let digest = digest.then(|| sha256_hex([&image_bytes[..], &label_bytes[..]]));
     // Parsed first, so that a damaged file is named for what is wrong with it.
     idx::image_count(&image_bytes, &images_file)?;
     let labels = idx::parse_labels(&label_bytes, &labels_file)?;
+    // The images (47 MB for training) are hashed once: for their own sum
+    // and, continued over the labels, for the digest a model records.
+    let [images_sha, digest] =
+        <[String; 2]>::try_from(sha256_hex_running([&image_bytes[..], &label_bytes[..]]))
+            .expect("two sums");
+    let labels_sha = sha256_hex([&label_bytes[..]]);
     for spec in mnist_files() {
-        let bytes = match spec.name.as_str() {
-            name if name == images_name => &image_bytes,
-            name if name == labels_name => &label_bytes,
+        let sha = match spec.name.as_str() {
+            name if name == images_name => &images_sha,
+            name if name == labels_name => &labels_sha,
             _ => continue,
         };
-        if sha256_hex([&bytes[..]]) != spec.sha256 {
+        if *sha != spec.sha256 {
             return Err(DataError::NotMnist {
                 path: dir.join(&spec.name),
             });

@@ -51,11 +51,24 @@ pub fn sha256_hex<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> String {
     for part in parts {
         hasher.update(part);
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
+    hex(&hasher.finalize())
+}
+
+/// The SHA-256 of the first part, of the first two, and so on: each byte
+/// is hashed once however many of the sums it is in.
+pub(crate) fn sha256_hex_running<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Vec<String> {
+    let mut hasher = Sha256::new();
+    parts
+        .into_iter()
+        .map(|part| {
+            hasher.update(part);
+            hex(&hasher.clone().finalize())
+        })
         .collect()
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The bytes of the file at `path`, or `None` when it holds more than `max`:
@@ -206,6 +219,15 @@ mod tests {
         check_writable(&dir.path().join("new/f")).unwrap();
         assert!(dir.path().join("new").is_dir(), "the folder is created");
         assert_eq!(fs::read_dir(dir.path().join("new")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn running_sums_are_the_sums_of_each_prefix() {
+        let parts = [&b"ab"[..], &b"c"[..]];
+        assert_eq!(
+            sha256_hex_running(parts),
+            [sha256_hex([parts[0]]), sha256_hex(parts)]
+        );
     }
 
     #[test]
