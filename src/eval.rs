@@ -66,7 +66,7 @@ impl Evaluation {
 pub fn evaluate(model: &Cnn, data: &Examples, batch_size: usize, device: &Device) -> Evaluation {
     let mut host = Backend::of(device)
         .on_host()
-        .then(|| HostNet::new(model, 0.0));
+        .then(|| HostNet::for_inference(model));
     let indices: Vec<usize> = (0..data.len()).collect();
     let mut predictions = Vec::with_capacity(data.len());
     let mut loss_sum = 0.0f64;

@@ -21,13 +21,22 @@ use std::time::{Duration, Instant};
 use burn::tensor::Device;
 use serde::Serialize;
 
-use crate::arch::{DROPOUT, FEATURES, FILTERS, HIDDEN};
+use crate::arch::{FEATURES, FILTERS, HIDDEN};
 use crate::block::{self, Input, Kernel};
 use crate::data::Examples;
 use crate::dense;
 use crate::idx::{CLASSES, Images, SIDE};
-use crate::matmul::backward_and_update;
+use crate::matmul::{Matrix, backward_and_update, product};
 use crate::model::{Cnn, Parameters};
+use crate::optim::{HostUpdate, Optimizer};
+
+/// The parameters' numbers in [`HostUpdate`], in the order a step updates them.
+const OUTPUT_WEIGHT: usize = 0;
+const OUTPUT_BIAS: usize = 1;
+const HIDDEN_BIAS: usize = 2;
+const HIDDEN_WEIGHT: usize = 3;
+const CONV_WEIGHT: usize = 4;
+const CONV_BIAS: usize = 5;
 
 /// Time spent in each phase of the steps taken, for `bench`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -93,20 +102,26 @@ pub struct HostNet {
     /// `[HIDDEN, CLASSES]`.
     w2: Vec<f32>,
     b2: [f32; CLASSES],
-    learning_rate: f32,
+    update: HostUpdate,
+    /// Fraction of the features dropped while training.
+    dropout: f64,
     images: Vec<f32>,
     features: Vec<f32>,
     codes: Vec<u8>,
     hidden: Vec<f32>,
     grad_hidden: Vec<f32>,
     grad_features: Vec<f32>,
+    /// The hidden layer's weight gradient, for the optimisers that need it
+    /// whole (plain SGD folds it into the update).
+    grad_w1: Vec<f32>,
     /// Time per phase, summed over the steps taken.
     pub phases: Phases,
 }
 
 impl HostNet {
-    /// Takes `model`'s parameters to train them with plain SGD.
-    pub fn new(model: &Cnn, learning_rate: f64) -> Self {
+    /// Takes `model`'s parameters to train them with `optimizer` at
+    /// `learning_rate`, dropping a `dropout` fraction of the features.
+    pub fn new(model: &Cnn, optimizer: Optimizer, learning_rate: f64, dropout: f64) -> Self {
         let p = model.parameters();
         Self {
             kernel: block::kernel_from_burn(&p.conv_weight),
@@ -115,15 +130,22 @@ impl HostNet {
             b1: p.hidden_bias,
             w2: p.output_weight,
             b2: p.output_bias.try_into().expect("one output bias per class"),
-            learning_rate: learning_rate as f32,
+            update: HostUpdate::new(optimizer, learning_rate, 6),
+            dropout,
             images: Vec::new(),
             features: Vec::new(),
             codes: Vec::new(),
             hidden: Vec::new(),
             grad_hidden: Vec::new(),
             grad_features: Vec::new(),
+            grad_w1: Vec::new(),
             phases: Phases::default(),
         }
+    }
+
+    /// Takes `model`'s parameters for inference only.
+    pub fn for_inference(model: &Cnn) -> Self {
+        Self::new(model, Optimizer::Sgd, 0.0, 0.0)
     }
 
     /// The parameters as they stand, as a Burn module on `device`.
@@ -144,7 +166,7 @@ impl HostNet {
     /// classified correctly (before the update).
     pub fn step(&mut self, data: &Examples, indices: &[usize], dropout_seed: u64) -> (f64, usize) {
         let n = indices.len();
-        let lr = self.learning_rate;
+        self.update.begin_step();
         let mut clock = Instant::now();
         let mut lap = |phase: &mut Duration| {
             let now = Instant::now();
@@ -158,7 +180,7 @@ impl HostNet {
         self.codes.resize(n * FEATURES, 0);
         block::forward_into(
             &input,
-            Some((DROPOUT, dropout_seed)),
+            Some((self.dropout, dropout_seed)),
             &mut self.features,
             &mut self.codes,
         );
@@ -182,52 +204,75 @@ impl HostNet {
                 *g = w_row.iter().zip(d_row).map(|(w, d)| w * d).sum();
             }
         }
-        for (j, w_row) in self.w2.chunks_exact_mut(CLASSES).enumerate() {
-            for (k, w) in w_row.iter_mut().enumerate() {
-                let grad: f32 = (0..n)
+        let mut grad_w2 = vec![0.0f32; HIDDEN * CLASSES];
+        for (j, g_row) in grad_w2.chunks_exact_mut(CLASSES).enumerate() {
+            for (k, grad) in g_row.iter_mut().enumerate() {
+                *grad = (0..n)
                     .map(|b| self.hidden[b * HIDDEN + j] * grad_logits[b * CLASSES + k])
                     .sum();
-                *w -= lr * grad;
             }
         }
-        for (k, b) in self.b2.iter_mut().enumerate() {
-            let grad: f32 = (0..n).map(|row| grad_logits[row * CLASSES + k]).sum();
-            *b -= lr * grad;
-        }
+        self.update.apply(OUTPUT_WEIGHT, &mut self.w2, &grad_w2);
+        let grad_b2: Vec<f32> = (0..CLASSES)
+            .map(|k| (0..n).map(|row| grad_logits[row * CLASSES + k]).sum())
+            .collect();
+        self.update.apply(OUTPUT_BIAS, &mut self.b2, &grad_b2);
         lap(&mut self.phases.output_and_loss);
 
         // Dense backward: ReLU's gradient, b1's, the input gradient from the
-        // old W1, then W1 -= lr·featuresᵀ·g in place.
+        // old W1, then W1's update: for plain SGD W1 -= lr·featuresᵀ·g in
+        // place, in the same pass; otherwise the gradient made whole first.
         let mut grad_b1 = vec![0.0f32; HIDDEN];
         dense::relu_backward_host(&mut self.grad_hidden, &self.hidden, &mut grad_b1, HIDDEN);
         self.grad_features.resize(n * FEATURES, 0.0);
-        backward_and_update(
-            &mut self.w1,
-            &self.features,
-            &self.grad_hidden,
-            &mut self.grad_features,
-            n,
-            FEATURES,
-            HIDDEN,
-            lr,
-        );
-        for (b, g) in self.b1.iter_mut().zip(&grad_b1) {
-            *b -= lr * g;
+        if self.update.is_plain_sgd() {
+            backward_and_update(
+                &mut self.w1,
+                &self.features,
+                &self.grad_hidden,
+                &mut self.grad_features,
+                n,
+                FEATURES,
+                HIDDEN,
+                self.update.learning_rate(),
+            );
+        } else {
+            product(
+                &mut self.grad_features,
+                n,
+                HIDDEN,
+                FEATURES,
+                Matrix::row_major(&self.grad_hidden, HIDDEN),
+                Matrix::transposed(&self.w1, HIDDEN),
+                None,
+            );
+            self.grad_w1.resize(FEATURES * HIDDEN, 0.0);
+            product(
+                &mut self.grad_w1,
+                FEATURES,
+                n,
+                HIDDEN,
+                Matrix::transposed(&self.features, FEATURES),
+                Matrix::row_major(&self.grad_hidden, HIDDEN),
+                None,
+            );
+            self.update
+                .apply(HIDDEN_WEIGHT, &mut self.w1, &self.grad_w1);
         }
+        self.update.apply(HIDDEN_BIAS, &mut self.b1, &grad_b1);
         lap(&mut self.phases.dense_backward_and_update);
 
         // Block backward and its update.
-        let scale = (1.0 / (1.0 - DROPOUT)) as f32;
+        let scale = (1.0 / (1.0 - self.dropout)) as f32;
         let (grad_kernel, grad_bias) =
             block::backward_host(&input, &self.codes, scale, &self.grad_features);
-        for (taps, grads) in self.kernel.iter_mut().zip(&grad_kernel) {
-            for (w, g) in taps.iter_mut().zip(grads) {
-                *w -= lr * g;
-            }
-        }
-        for (b, g) in self.conv_bias.iter_mut().zip(&grad_bias) {
-            *b -= lr * g;
-        }
+        self.update.apply(
+            CONV_WEIGHT,
+            self.kernel.as_flattened_mut(),
+            grad_kernel.as_flattened(),
+        );
+        self.update
+            .apply(CONV_BIAS, &mut self.conv_bias, &grad_bias);
         self.images = input.images;
         lap(&mut self.phases.block_backward_and_update);
         (loss, correct)

@@ -7,7 +7,8 @@
 //!   [`machine`]: free memory, CPU time and peak memory of this process;
 //!   [`backend`]: the backends the crate was built with (CPU, and GPU with
 //!   the `wgpu` feature), and which path each takes; [`idx`]: the IDX file
-//!   format; `matmul`: host matrix products.
+//!   format; `matmul`: host matrix products; [`optim`]: the optimisers and
+//!   their update rules.
 //! - [`arch`]: the network's shapes and counts; [`data`]: the MNIST files,
 //!   the data folder, the train and test splits; [`picture`]: digits drawn
 //!   for people; [`prepare`]: any picture of a digit made into what the
@@ -45,6 +46,7 @@ pub mod machine;
 mod matmul;
 pub mod misclassified;
 pub mod model;
+pub mod optim;
 pub mod picture;
 pub mod plot;
 pub mod prepare;

@@ -20,7 +20,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rand::Rng;
 use rand::rngs::SmallRng;
 
-use crate::arch::{CONV_SIDE, DROPOUT, FEATURES, FILTERS, HIDDEN, KERNEL, POOL, TAPS};
+use crate::arch::{CONV_SIDE, FEATURES, FILTERS, HIDDEN, KERNEL, POOL, TAPS};
 use crate::backend::Backend;
 use crate::idx::{CLASSES, Images, SIDE};
 use crate::{block, dense};
@@ -96,23 +96,24 @@ impl Cnn {
         }
     }
 
-    /// Logits `[n, 10]`. `dropout_seed` is given while training (it fixes
-    /// the dropout mask, see `block::dropout_keep`) and `None` for inference.
+    /// Logits `[n, 10]`. `dropout` is given while training: the fraction
+    /// dropped and the seed that fixes the mask (see `block::dropout_keep`);
+    /// `None` for inference.
     ///
     /// On a CPU backend the pass takes the fused ops; on a GPU, Burn's
     /// stock layers ([`Cnn::stock_forward`]) with the same dropout mask.
-    pub fn forward(&self, batch: &Batch, dropout_seed: Option<u64>) -> Tensor<2> {
+    pub fn forward(&self, batch: &Batch, dropout: Option<(f64, u64)>) -> Tensor<2> {
         let device = batch.images.device();
         let n = batch.images.dims()[0];
         if !Backend::of(&device).on_host() {
-            let mask = dropout_seed.map(|seed| dropout_mask(seed, n, &device));
+            let mask = dropout.map(|(rate, seed)| dropout_mask(rate, seed, n, &device));
             return self.stock_forward(batch.images.clone(), mask);
         }
         let features = block::conv_block(
             batch.images.clone(),
             self.conv.weight.val(),
             self.conv_bias(),
-            dropout_seed.map(|seed| (DROPOUT, seed)),
+            dropout,
         );
         let hidden = dense::dense_relu(
             features.reshape([n, FEATURES]),
@@ -298,10 +299,10 @@ pub fn cross_entropy(logits: Tensor<2>, labels: &[u8]) -> Tensor<1> {
 /// The dropout multipliers the fused block applies for `seed` (see
 /// `block::dropout_keep`), as `[n, 20000]` in Keras's flatten order: so
 /// that the stock pass drops the very same features.
-pub fn dropout_mask(seed: u64, n: usize, device: &Device) -> Tensor<2> {
+pub fn dropout_mask(rate: f64, seed: u64, n: usize, device: &Device) -> Tensor<2> {
     let mut mask = vec![0.0f32; n * FEATURES];
     for (image, values) in mask.chunks_mut(FEATURES).enumerate() {
-        block::dropout_keep(DROPOUT, seed, image, values);
+        block::dropout_keep(rate, seed, image, values);
     }
     Tensor::from_data(TensorData::new(mask, [n, FEATURES]), device)
 }
@@ -323,7 +324,7 @@ fn glorot<const D: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::{self, PARAMETERS};
+    use crate::arch::{self, DROPOUT, PARAMETERS};
     use crate::test_util::{assert_close, values};
     use burn::tensor::Distribution;
     use rand::SeedableRng;
@@ -376,26 +377,32 @@ mod tests {
         let batch = Batch {
             images: images.clone(),
         };
-        for seed in [None, Some(3)] {
-            let fast = values(model.forward(&batch, seed));
-            let mask = seed.map(|seed| dropout_mask(seed, 16, &device));
+        for dropout in [None, Some((DROPOUT, 3)), Some((0.5, 4))] {
+            let fast = values(model.forward(&batch, dropout));
+            let mask = dropout.map(|(rate, seed)| dropout_mask(rate, seed, 16, &device));
             let slow = values(model.stock_forward(images.clone(), mask));
             assert!(slow.iter().any(|&v| v.abs() > 1e-3), "degenerate output");
-            assert_close(&fast, &slow, &format!("dropout seed {seed:?}"));
+            assert_close(&fast, &slow, &format!("dropout {dropout:?}"));
         }
     }
 
     #[test]
     fn dropout_drops_a_quarter_and_rescales_the_rest() {
         let device = crate::backend::host_device();
-        let mask = values(dropout_mask(5, 32, &device));
+        let mask = values(dropout_mask(DROPOUT, 5, 32, &device));
         let dropped = mask.iter().filter(|&&v| v == 0.0).count() as f64 / mask.len() as f64;
         assert!((dropped - 0.25).abs() < 0.005, "dropped {dropped}");
         assert!(
             mask.iter()
                 .all(|&v| v == 0.0 || (v - 4.0 / 3.0).abs() < 1e-6)
         );
-        assert_ne!(mask, values(dropout_mask(6, 32, &device)));
+        assert_ne!(mask, values(dropout_mask(DROPOUT, 6, 32, &device)));
+        let half = values(dropout_mask(0.5, 5, 32, &device));
+        let dropped = half.iter().filter(|&&v| v == 0.0).count() as f64 / half.len() as f64;
+        assert!((dropped - 0.5).abs() < 0.005, "dropped {dropped} of half");
+        assert!(half.iter().all(|&v| v == 0.0 || v == 2.0));
+        let none = values(dropout_mask(0.0, 5, 32, &device));
+        assert!(none.iter().all(|&v| v == 1.0), "rate 0 keeps all");
         // Images get different masks within one batch.
         assert_ne!(mask[..FEATURES], mask[FEATURES..2 * FEATURES]);
     }

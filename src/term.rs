@@ -156,17 +156,23 @@ pub fn handle_ctrl_c() {
 }
 
 /// Keras-style training progress: a bar per epoch on a terminal, one line
-/// per epoch always.
+/// per epoch always, and a warning under an epoch that ran away.
 pub struct TrainProgress {
     bar: Option<ProgressBar>,
     terminal: bool,
+    /// The learning rate the warning suggests.
+    calmer: f64,
+    previous: Option<EpochStats>,
 }
 
 impl TrainProgress {
-    pub fn new() -> Self {
+    /// Progress that suggests `calmer` as the learning rate should training diverge.
+    pub fn new(calmer: f64) -> Self {
         Self {
             bar: None,
             terminal: stderr_is_terminal(),
+            calmer,
+            previous: None,
         }
     }
 }
@@ -214,5 +220,20 @@ impl train::Progress for TrainProgress {
             "Epoch {}/{epochs} - {:.1}s - loss: {:.4} - accuracy: {:.4}{validation}",
             stats.epoch, stats.seconds, stats.loss, stats.accuracy
         ));
+        if stats.diverging(self.previous.as_ref()) {
+            note(format!(
+                "warning: training is diverging (loss {}, accuracy {:.4}; chance is loss \
+                 2.3026, accuracy 0.1): stop it with Ctrl-C and try a smaller learning rate, \
+                 such as --learning-rate {}",
+                if stats.loss < 1e4 {
+                    format!("{:.4}", stats.loss)
+                } else {
+                    format!("{:.2e}", stats.loss)
+                },
+                stats.accuracy,
+                self.calmer
+            ));
+        }
+        self.previous = Some(stats.clone());
     }
 }

@@ -72,7 +72,7 @@ fn the_forward_pass_on_the_gpu_equals_the_cpus() {
     let gpu_model = cpu_model.copied_to(&gpu());
     let test = subset(Split::Test, 64);
     let indices: Vec<usize> = (0..64).collect();
-    for dropout in [None, Some(11)] {
+    for dropout in [None, Some((mnist_cnn::arch::DROPOUT, 11))] {
         let on = |model: &Cnn, device: &Device| {
             let batch = Batch::new(&test.images, &indices, device);
             let logits = model.forward(&batch, dropout).into_data();

@@ -37,6 +37,86 @@ fn train_prints_the_summary_epochs_and_test_result_and_saves_metadata() {
     assert_eq!(meta.config.seed, 42);
 }
 
+/// The optimiser and the dropout rate are said, recorded, and held to on
+/// `--resume`, where a stateful optimiser is said to start afresh.
+#[test]
+fn the_optimizer_and_dropout_are_recorded_and_kept_on_resume() {
+    let flags = [
+        "--epochs",
+        "1",
+        "--limit",
+        "320",
+        "--optimizer",
+        "adam",
+        "--dropout",
+        "0.5",
+    ];
+    let (_dir, model, out) = common::train_model(&flags);
+    assert!(
+        out.contains("adam learning rate 0.001, dropout 0.5, seed 42"),
+        "{out}"
+    );
+    let meta: Metadata =
+        serde_json::from_slice(&std::fs::read(model.with_extension("json")).unwrap()).unwrap();
+    assert_eq!(meta.config.optimizer, mnist_cnn::optim::Optimizer::Adam);
+    assert_eq!(
+        (meta.config.learning_rate, meta.config.dropout),
+        (0.001, 0.5)
+    );
+    let resume = |extra: &[&str]| {
+        let mut cmd = mnist_cnn();
+        cmd.args(["train", "--resume", "--epochs", "2", "--data-dir"])
+            .arg(common::data_dir())
+            .arg("--model")
+            .arg(&model)
+            .args(extra);
+        cmd
+    };
+    common::fails_with(
+        &mut resume(&["--optimizer", "momentum"]),
+        "it was trained with optimizer adam, not momentum 0.9",
+    );
+    common::fails_with(
+        &mut resume(&["--dropout", "0.25"]),
+        "it was trained with dropout 0.5, not 0.25",
+    );
+    let (out, err) = common::succeeds(&mut resume(&[]));
+    assert!(out.contains("Epoch 2/2"), "{out}");
+    assert!(
+        err.contains("the adam optimiser's state starts afresh"),
+        "{err}"
+    );
+}
+
+/// A learning rate far too large is warned about under its epoch lines,
+/// with the tutorial's as the one to try. (That the tutorial's first epochs
+/// are not is `EpochStats::diverging`'s unit test.)
+#[test]
+fn a_diverging_run_is_warned_about_at_its_epoch() {
+    let (out, err) = common::succeeds(
+        mnist_cnn()
+            .args([
+                "train",
+                "--epochs",
+                "1",
+                "--limit",
+                "320",
+                "--learning-rate",
+                "1000",
+            ])
+            .arg("--data-dir")
+            .arg(common::data_dir())
+            .arg("--model")
+            .arg(tempfile::tempdir().unwrap().path().join("m")),
+    );
+    assert!(out.contains("Epoch 1/1"), "{out}");
+    assert!(
+        err.contains("warning: training is diverging")
+            && err.contains("try a smaller learning rate, such as --learning-rate 0.01"),
+        "{err}"
+    );
+}
+
 #[cfg(unix)]
 #[test]
 fn ctrl_c_stops_training_and_keeps_the_last_checkpoint_loadable() {
@@ -75,6 +155,10 @@ fn ctrl_c_stops_training_and_keeps_the_last_checkpoint_loadable() {
     assert!(
         stderr.contains("the last complete epoch is saved in"),
         "{stderr}"
+    );
+    assert!(
+        stderr.contains("train again with --resume to go on from there"),
+        "how to continue: {stderr}"
     );
 
     let meta: Metadata = serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();

@@ -9,6 +9,7 @@ use common::subset;
 use mnist_cnn::arch::{PARAMETERS, architecture};
 use mnist_cnn::data::{Examples, Split};
 use mnist_cnn::model::Batch;
+use mnist_cnn::optim::Optimizer;
 use mnist_cnn::store::ModelPaths;
 use mnist_cnn::train::{self, Checkpoint, Engine, Job, Metadata, TrainConfig, TrainError};
 use mnist_cnn::{backend, eval, model::Cnn};
@@ -46,7 +47,18 @@ fn weights(model: &Cnn) -> Vec<Vec<f32>> {
 
 #[test]
 fn training_on_a_subset_really_learns() {
-    learns_with(Engine::Host, 4000);
+    learns_with(Engine::Host, Optimizer::Sgd, 4000);
+}
+
+/// Momentum and Adam learn faster than plain SGD: 2,000 images are
+/// enough (plain SGD: 84.3%, momentum 88.4%, Adam 91.0%).
+#[test]
+fn momentum_and_adam_really_learn_with_either_engine() {
+    for engine in [Engine::Host, Engine::Burn] {
+        for optimizer in [Optimizer::Momentum, Optimizer::Adam] {
+            learns_with(engine, optimizer, 2000);
+        }
+    }
 }
 
 /// The stock path (Burn's autodiff and optimiser) that any backend runs, on
@@ -54,17 +66,19 @@ fn training_on_a_subset_really_learns() {
 /// makes its step some ten times slower than the host's.
 #[test]
 fn training_with_burns_own_step_really_learns() {
-    learns_with(Engine::Burn, 3000);
+    learns_with(Engine::Burn, Optimizer::Sgd, 3000);
 }
 
 /// Two epochs on the first `images` training images must beat
 /// [`common::LEARNED`] on 1,000 held-out ones.
-fn learns_with(engine: Engine, images: usize) {
+fn learns_with(engine: Engine, optimizer: Optimizer, images: usize) {
     let device = backend::host_device();
     let train_set = subset(Split::Train, images);
     let held_out = subset(Split::Test, 1000);
     let mut job = job(&train_set, 2);
     job.config.engine = engine;
+    job.config.optimizer = optimizer;
+    job.config.learning_rate = optimizer.default_learning_rate();
     let (model, metadata) = train::train(&job, None, &device, None, &mut ()).unwrap();
     let history = &metadata.history;
     assert_eq!(history.len(), 2);
@@ -72,7 +86,7 @@ fn learns_with(engine: Engine, images: usize) {
     let result = eval::evaluate(&model, &held_out, 128, &device);
     assert!(
         result.accuracy > common::LEARNED,
-        "{engine:?}: held-out accuracy {}",
+        "{engine:?}, {optimizer:?}: held-out accuracy {}",
         result.accuracy
     );
 }

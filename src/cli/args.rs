@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use mnist_cnn::backend::Backend;
 use mnist_cnn::data::Split;
 use mnist_cnn::eval;
+use mnist_cnn::optim::Optimizer;
 use mnist_cnn::store::{DEFAULT_MODEL_NAME, ModelPaths};
 use mnist_cnn::train::{Engine, TrainConfig};
 
@@ -63,6 +64,19 @@ fn in_range(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + 
 
 fn engine(s: &str) -> Result<Engine, String> {
     Engine::from_name(s).ok_or_else(|| format!("must be one of: {}", Engine::NAMES.join(", ")))
+}
+
+fn optimizer(s: &str) -> Result<Optimizer, String> {
+    Optimizer::from_name(s)
+        .ok_or_else(|| format!("must be one of: {}", Optimizer::NAMES.join(", ")))
+}
+
+fn dropout(s: &str) -> Result<f64, String> {
+    let max = TrainConfig::MAX_DROPOUT;
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=max).contains(&x) => Ok(x),
+        _ => Err(format!("must be a number from 0 to {max} (255/256)")),
+    }
 }
 
 fn learning_rate(s: &str) -> Result<f64, String> {
@@ -187,9 +201,18 @@ pub struct TrainArgs {
           help = train_default("Images per SGD step.", TrainConfig::DEFAULT.batch_size))]
     pub batch_size: Option<usize>,
     #[arg(long, value_name = "RATE", value_parser = learning_rate, allow_negative_numbers = true,
-          help = train_default("Plain SGD learning rate, no momentum.",
-                               TrainConfig::DEFAULT.learning_rate))]
+          help = train_default("Learning rate.", format_args!("{} for sgd and momentum, {} for adam",
+              Optimizer::Sgd.default_learning_rate(), Optimizer::Adam.default_learning_rate())))]
     pub learning_rate: Option<f64>,
+    #[arg(long, value_name = "NAME", value_parser = optimizer,
+          help = train_default(&format!("How each step's gradient changes the weights: sgd (plain, \
+              the tutorial's), momentum (SGD with momentum {}) or adam (Keras's defaults).",
+              Optimizer::MOMENTUM), Optimizer::Sgd.name()))]
+    pub optimizer: Option<Optimizer>,
+    #[arg(long, value_name = "RATE", value_parser = dropout,
+          help = train_default("Fraction of the 20,000 features dropped while training, \
+              0 to 255/256 (rounded to a multiple of 1/256).", TrainConfig::DEFAULT.dropout))]
+    pub dropout: Option<f64>,
     #[arg(long, value_name = "N",
           help = train_default("Seed for the initial weights, the shuffling and dropout.",
                                TrainConfig::DEFAULT.seed))]

@@ -66,12 +66,21 @@ pub fn train(args: &TrainArgs, checkpoint: Option<&Checkpoint>) -> Result<TrainP
         },
         |m| m.config.clone(),
     );
+    let optimizer = args.optimizer.unwrap_or(defaults.optimizer);
+    // A new run's learning rate is its optimiser's default (Adam's is not
+    // SGD's); a resumed one keeps its own.
+    let learning_rate = match saved {
+        Some(_) => defaults.learning_rate,
+        None => optimizer.default_learning_rate(),
+    };
     let config = TrainConfig {
         epochs: args.epochs.unwrap_or(defaults.epochs),
         batch_size: args.batch_size.unwrap_or(defaults.batch_size),
-        learning_rate: args.learning_rate.unwrap_or(defaults.learning_rate),
+        learning_rate: args.learning_rate.unwrap_or(learning_rate),
         seed: args.seed.unwrap_or(defaults.seed),
         engine: engine.unwrap_or(defaults.engine),
+        optimizer,
+        dropout: args.dropout.unwrap_or(defaults.dropout),
     };
     config.validate()?;
     if let Some(checkpoint) = checkpoint {
@@ -104,6 +113,7 @@ mod tests {
     use mnist_cnn::arch::{PARAMETERS, architecture};
     use mnist_cnn::backend::host_device;
     use mnist_cnn::model::Cnn;
+    use mnist_cnn::optim::Optimizer;
     use mnist_cnn::store::ModelPaths;
 
     use super::*;
@@ -134,6 +144,7 @@ mod tests {
             learning_rate: 0.05,
             seed: 7,
             engine,
+            ..TrainConfig::DEFAULT
         };
         let stats = |epoch| mnist_cnn::train::EpochStats {
             epoch,
@@ -190,6 +201,10 @@ mod tests {
             "2000",
             "--engine",
             "burn",
+            "--optimizer",
+            "momentum",
+            "--dropout",
+            "0.5",
         ]);
         let plan = train(&args, None).unwrap();
         let expected = TrainConfig {
@@ -198,10 +213,36 @@ mod tests {
             learning_rate: 0.1,
             seed: 1,
             engine: Engine::Burn,
+            optimizer: Optimizer::Momentum,
+            dropout: 0.5,
         };
         assert_eq!(plan.config, expected);
         assert_eq!(plan.limit, 2000);
         assert_eq!(plan.backend, Backend::DEFAULT);
+    }
+
+    #[test]
+    fn adam_takes_its_own_default_learning_rate_unless_one_is_given() {
+        let plan = train(&train_args(&["--optimizer", "adam"]), None).unwrap();
+        assert_eq!(plan.config.optimizer, Optimizer::Adam);
+        assert_eq!(plan.config.learning_rate, 0.001);
+        let args = train_args(&["--optimizer", "adam", "--learning-rate", "0.01"]);
+        assert_eq!(train(&args, None).unwrap().config.learning_rate, 0.01);
+        let plan = train(&train_args(&["--optimizer", "momentum"]), None).unwrap();
+        assert_eq!(plan.config.learning_rate, 0.01);
+    }
+
+    #[test]
+    fn another_optimizer_or_dropout_is_refused_on_resume() {
+        let saved = checkpoint(Engine::Host, 1, &["flex"]);
+        for (flags, said) in [
+            (["--optimizer", "adam"], "optimizer sgd, not adam"),
+            (["--dropout", "0.5"], "dropout 0.25, not 0.5"),
+        ] {
+            let args = train_args(&[&["--resume"][..], &flags].concat());
+            let err = train(&args, Some(&saved)).unwrap_err().to_string();
+            assert!(err.contains(said), "{err}");
+        }
     }
 
     #[test]

@@ -96,14 +96,23 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             config.engine.name()
         )),
         None => term::print_lossy(format_args!(
-            "Training on {} images, batch size {}, SGD learning rate {}, seed {} (backend: {}; {} engine)",
+            "Training on {} images, batch size {}, {} learning rate {}, dropout {}, seed {} \
+             (backend: {}; {} engine)",
             data.len(),
             config.batch_size,
+            config.optimizer.describe(),
             config.learning_rate,
+            config.dropout,
             config.seed,
             backend::describe(&device),
             config.engine.name()
         )),
+    }
+    if saved.is_some() && config.optimizer.has_state() {
+        note(format!(
+            "note: the {} optimiser's state starts afresh: a checkpoint holds the weights only",
+            config.optimizer.name()
+        ));
     }
     term::handle_ctrl_c();
     let test_name = format!("the {} test images", test.len());
@@ -116,8 +125,14 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             name: &test_name,
         }),
     };
+    // The optimiser's default if the rate is above it, else a tenth of it.
+    let (rate, usual) = (
+        job.config.learning_rate,
+        job.config.optimizer.default_learning_rate(),
+    );
+    let calmer = if rate > usual { usual } else { rate / 10.0 };
     let mut progress = Curves {
-        progress: TrainProgress::new(),
+        progress: TrainProgress::new(calmer),
         plot: &paths.plot,
         failed: false,
     };

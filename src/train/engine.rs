@@ -3,7 +3,8 @@
 //! `bench` share.
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -12,6 +13,7 @@ use super::record::{Engine, TrainConfig};
 use crate::data::Examples;
 use crate::host::{HostNet, Phases};
 use crate::model::{Batch, Cnn, cross_entropy};
+use crate::optim::Optimizer;
 
 /// The network being trained: one SGD step at a time, by either engine.
 /// Shared by `train` and the benchmark so that both time the same work.
@@ -32,6 +34,7 @@ struct BurnStep {
     model: Option<Cnn>,
     optim: ModuleOptimizer,
     learning_rate: f64,
+    dropout: f64,
 }
 
 impl Trainer {
@@ -46,12 +49,17 @@ impl Trainer {
     /// Continues training `model` (loaded for `device`'s autodiff twin).
     pub fn resume(model: Cnn, config: &TrainConfig, device: &Device) -> Self {
         let engine = match config.engine {
-            Engine::Host => Inner::Host(Box::new(HostNet::new(&model, config.learning_rate))),
+            Engine::Host => Inner::Host(Box::new(HostNet::new(
+                &model,
+                config.optimizer,
+                config.learning_rate,
+                config.dropout,
+            ))),
             Engine::Burn => Inner::Burn(Box::new(BurnStep {
                 model: Some(model),
-                // Plain SGD keeps no state between steps, so a resumed run needs none.
-                optim: SgdConfig::new().init(),
+                optim: burn_optimizer(config.optimizer),
                 learning_rate: config.learning_rate,
+                dropout: config.dropout,
             })),
         };
         Self {
@@ -71,12 +79,13 @@ impl Trainer {
                     model: slot,
                     optim,
                     learning_rate,
+                    dropout,
                 } = &mut **burn;
                 let device = self.device.clone().autodiff();
                 let batch = Batch::new(&data.images, indices, &device);
                 let labels: Vec<u8> = indices.iter().map(|&i| data.labels[i]).collect();
                 let model = slot.take().expect("model is present between steps");
-                let logits = model.forward(&batch, Some(dropout_seed));
+                let logits = model.forward(&batch, Some((*dropout, dropout_seed)));
                 let loss = cross_entropy(logits.clone(), &labels);
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
                 let result = (
@@ -114,6 +123,30 @@ impl Trainer {
         match self.engine {
             Inner::Host(step) => step.model(&self.device),
             Inner::Burn(burn) => burn.model.expect("model is present between steps").valid(),
+        }
+    }
+}
+
+/// Burn's stock optimiser for `optimizer`, set as [`Optimizer`] describes.
+pub(crate) fn burn_optimizer(optimizer: Optimizer) -> ModuleOptimizer {
+    match optimizer {
+        Optimizer::Sgd => SgdConfig::new().init(),
+        // Burn's momentum damps the gradient by 0.1 unless told not to;
+        // Keras's does not.
+        Optimizer::Momentum => SgdConfig::new()
+            .with_momentum(Some(
+                MomentumConfig::new()
+                    .with_momentum(Optimizer::MOMENTUM.into())
+                    .with_dampening(0.0),
+            ))
+            .init(),
+        Optimizer::Adam => {
+            let c = Optimizer::ADAM;
+            AdamConfig::new()
+                .with_beta_1(c.beta_1)
+                .with_beta_2(c.beta_2)
+                .with_epsilon(c.epsilon)
+                .init()
         }
     }
 }

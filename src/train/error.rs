@@ -36,12 +36,23 @@ pub enum TrainError {
         /// The last complete checkpoint, if one was saved.
         checkpoint: Option<PathBuf>,
     },
-    #[error("interrupted during epoch {epoch}; {}", checkpoint_note(.checkpoint))]
+    #[error("interrupted during epoch {epoch}; {}", resume_note(.checkpoint))]
     Interrupted {
         epoch: usize,
         /// The last complete checkpoint, if one was saved.
         checkpoint: Option<PathBuf>,
     },
+}
+
+/// Where the work is, and how to go on with it.
+fn resume_note(checkpoint: &Option<PathBuf>) -> String {
+    match checkpoint {
+        Some(_) => format!(
+            "{}: train again with --resume to go on from there",
+            checkpoint_note(checkpoint)
+        ),
+        None => checkpoint_note(checkpoint),
+    }
 }
 
 fn checkpoint_note(checkpoint: &Option<PathBuf>) -> String {

@@ -6,10 +6,12 @@ use burn::tensor::Device;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::error::TrainError;
-use crate::arch::architecture;
+use crate::arch::{DROPOUT, architecture};
 use crate::backend::Backend;
 use crate::eval::Score;
+use crate::idx::CLASSES;
 use crate::model::Cnn;
+use crate::optim::Optimizer;
 use crate::store::{ModelPaths, StoreError};
 
 /// Hyper-parameters.
@@ -21,6 +23,18 @@ pub struct TrainConfig {
     pub seed: u64,
     #[serde(default)]
     pub engine: Engine,
+    /// Records of earlier versions have neither: they trained with plain
+    /// SGD and the tutorial's dropout.
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    /// Fraction of the features dropped while training (rounded to a
+    /// multiple of 1/256 by the mask, see `block::dropout_keep`).
+    #[serde(default = "tutorial_dropout")]
+    pub dropout: f64,
+}
+
+fn tutorial_dropout() -> f64 {
+    DROPOUT
 }
 
 impl TrainConfig {
@@ -28,9 +42,11 @@ impl TrainConfig {
     pub const DEFAULT: TrainConfig = TrainConfig {
         epochs: 10,
         batch_size: 32,
-        learning_rate: 0.01,
+        learning_rate: Optimizer::Sgd.default_learning_rate(),
         seed: 42,
         engine: Engine::Host,
+        optimizer: Optimizer::Sgd,
+        dropout: DROPOUT,
     };
 
     /// Most epochs one run may ask for.
@@ -40,6 +56,9 @@ impl TrainConfig {
     /// Largest learning rate: far past any that trains (0.01 is the
     /// tutorial's), and well inside the f32 range the host step computes in.
     pub const MAX_LEARNING_RATE: f64 = 1000.0;
+    /// Largest dropout rate: one more step of the mask's 1/256 would drop
+    /// every feature.
+    pub const MAX_DROPOUT: f64 = 255.0 / 256.0;
 
     /// Checks every setting; the error names the first one out of range.
     pub fn validate(&self) -> Result<(), TrainError> {
@@ -69,6 +88,13 @@ impl TrainConfig {
                 "learning rate",
                 self.learning_rate.to_string(),
                 format!("a positive number up to {}", Self::MAX_LEARNING_RATE),
+            );
+        }
+        if !(0.0..=Self::MAX_DROPOUT).contains(&self.dropout) {
+            return out_of_range(
+                "dropout",
+                self.dropout.to_string(),
+                format!("0 to {} (255/256)", Self::MAX_DROPOUT),
             );
         }
         Ok(())
@@ -152,6 +178,20 @@ pub struct EpochStats {
     /// the test set, as the tutorial's `fit(validation_data=(x_test, y_test))`
     /// (see [`Metadata::validation_data`]).
     pub validation: Option<Score>,
+}
+
+impl EpochStats {
+    /// Whether the epoch looks like training that has run away, as a too
+    /// large learning rate makes it: a loss above ten times chance's
+    /// (ln 10 ≈ 2.3), or ten times the epoch's before; or accuracy no better
+    /// than chance's 10% with a loss no better than chance's. (A NaN loss
+    /// stops training outright, see [`TrainError::Diverged`].)
+    pub fn diverging(&self, previous: Option<&EpochStats>) -> bool {
+        let chance = (CLASSES as f64).ln();
+        self.loss > 10.0 * chance
+            || previous.is_some_and(|p| self.loss > 10.0 * p.loss.max(chance / 10.0))
+            || (self.accuracy <= 0.15 && self.loss >= chance)
+    }
 }
 
 /// [`EpochStats`] as the JSON file holds it: the validation score as
@@ -274,6 +314,16 @@ impl Metadata {
             ),
             differ("seed", saved.seed.to_string(), mine.seed.to_string()),
             differ(
+                "optimizer",
+                saved.optimizer.describe(),
+                mine.optimizer.describe(),
+            ),
+            differ(
+                "dropout",
+                saved.dropout.to_string(),
+                mine.dropout.to_string(),
+            ),
+            differ(
                 "engine",
                 saved.engine.name().into(),
                 mine.engine.name().into(),
@@ -386,10 +436,35 @@ mod tests {
         check(
             TrainConfig {
                 learning_rate: f64::NAN,
-                ..d
+                ..d.clone()
             },
             "learning rate is NaN; it must be a positive number up to 1000",
         );
+        check(
+            TrainConfig { dropout: 1.0, ..d },
+            "dropout is 1; it must be 0 to 0.99609375 (255/256)",
+        );
+    }
+
+    #[test]
+    fn runaway_epochs_are_told_from_slow_ones() {
+        let epoch = |loss, accuracy| EpochStats {
+            epoch: 1,
+            loss,
+            accuracy,
+            seconds: 1.0,
+            validation: None,
+        };
+        // --learning-rate 1000, and 1, on the real data.
+        assert!(epoch(1.3e22, 0.099).diverging(None));
+        assert!(epoch(2.31, 0.11).diverging(None));
+        // The tutorial's first epoch, and a slow start on 320 images.
+        assert!(!epoch(0.35, 0.89).diverging(None));
+        assert!(!epoch(2.2, 0.21).diverging(None));
+        // Growing tenfold from one epoch to the next.
+        let first = epoch(0.3, 0.9);
+        assert!(epoch(3.5, 0.5).diverging(Some(&first)));
+        assert!(!epoch(0.32, 0.9).diverging(Some(&first)));
     }
 
     /// A record as the previous version wrote it: `epochs_done`, one
@@ -411,6 +486,9 @@ mod tests {
         let m: Metadata = serde_json::from_str(EARLIER).unwrap();
         assert_eq!(m.epochs_done(), 2);
         assert_eq!(m.backends, ["wgpu", "flex"]);
+        // Before the optimiser and dropout were settings: the tutorial's.
+        assert_eq!(m.config.optimizer, Optimizer::Sgd);
+        assert_eq!(m.config.dropout, 0.25);
         let first = Score {
             loss: 0.9,
             accuracy: 0.7,
