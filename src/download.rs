@@ -126,7 +126,7 @@ pub enum FetchError {
 #[derive(Debug, Error)]
 pub enum DownloadError {
     /// Each mirror's reason went to the [`Report`] as it happened.
-    #[error("could not get {file} from any of the {tried} mirrors tried")]
+    #[error("could not get {file} from {}", match tried { 1 => "the one mirror tried".to_string(), n => format!("any of the {n} mirrors tried") })]
     AllMirrorsFailed { file: String, tried: usize },
     #[error("no mirror to fetch {file} from")]
     NoMirrors { file: String },

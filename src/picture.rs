@@ -71,6 +71,19 @@ pub enum PngError {
     },
     #[error(transparent)]
     File(#[from] FileError),
+    #[error("{}: the picture is written as PNG, so its name must end in .png", path.display())]
+    NotPngName { path: PathBuf },
+}
+
+/// Refuses a name that would put PNG bytes under another format's
+/// extension (`sheet.jpg`): checked before any work.
+pub fn check_png_name(path: &Path) -> Result<(), PngError> {
+    match path.extension() {
+        Some(e) if e.eq_ignore_ascii_case("png") => Ok(()),
+        _ => Err(PngError::NotPngName {
+            path: path.to_path_buf(),
+        }),
+    }
 }
 
 /// Encodes 8-bit pixels (`channels` 1: grey, 3: RGB) as PNG and writes them

@@ -60,7 +60,10 @@ pub enum PrepareError {
     Read(#[from] std::io::Error),
     #[error("not an image this tool reads (PNG, JPEG, BMP, or PGM/PPM/PBM)")]
     UnknownFormat,
-    #[error("{0}")]
+    #[error(
+        "a {0} picture, which this tool does not read: it reads PNG, JPEG, BMP and \
+         PGM/PPM/PBM (save it as PNG first)"
+    )]
     Unsupported(String),
     #[error("cannot decode it: {0}")]
     Decode(String),
@@ -139,11 +142,18 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Grey, PrepareError> {
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_DECODER_ALLOC);
     reader.limits(limits);
-    if reader.format().is_none() {
+    let Some(format) = reader.format() else {
         return Err(PrepareError::UnknownFormat);
-    }
+    };
     let failed = |e: image::ImageError| match e {
-        image::ImageError::Unsupported(e) => PrepareError::Unsupported(e.to_string()),
+        // Formats recognised but not built in (GIF, WebP, TIFF...: README,
+        // predict), named as people name them.
+        image::ImageError::Unsupported(_) => PrepareError::Unsupported(
+            format
+                .extensions_str()
+                .first()
+                .map_or(format!("{format:?}"), |e| e.to_uppercase()),
+        ),
         image::ImageError::Limits(e) => PrepareError::Limits(e.to_string()),
         e => PrepareError::Decode(e.to_string()),
     };
@@ -657,8 +667,20 @@ mod tests {
         // A PNG signature followed by garbage: recognised, not decodable.
         let err = decode(b"\x89PNG\r\n\x1a\n garbage").unwrap_err();
         assert!(matches!(err, PrepareError::Decode(_)), "{err}");
-        // GIF is recognised but not built in.
-        let err = decode(b"GIF89a\x01\x00\x01\x00").unwrap_err();
-        assert!(matches!(err, PrepareError::Unsupported(_)), "{err}");
+        // GIF, WebP and TIFF are recognised but not built in.
+        for (bytes, name) in [
+            (&b"GIF89a\x01\x00\x01\x00"[..], "GIF"),
+            (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "WEBP"),
+            (b"II*\x00\x08\x00\x00\x00", "TIFF"),
+        ] {
+            let err = decode(bytes).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "a {name} picture, which this tool does not read: it reads PNG, JPEG, BMP \
+                     and PGM/PPM/PBM (save it as PNG first)"
+                )
+            );
+        }
     }
 }

@@ -74,6 +74,27 @@ pub struct ModelPaths {
     lock: PathBuf,
 }
 
+/// The models stored in `dir`: one per `NAME.bpk` that is not hidden,
+/// sorted by name.
+pub fn models_in(dir: &Path) -> Result<Vec<ModelPaths>, StoreError> {
+    let entries = fs::read_dir(dir).map_err(|source| StoreError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut models: Vec<ModelPaths> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            p.extension().is_some_and(|e| e == "bpk") && !name.starts_with('.')
+        })
+        .map(|p| ModelPaths::new(&p))
+        .collect();
+    models.sort_by_key(|m| m.stem());
+    Ok(models)
+}
+
 /// File name a model gets inside a folder.
 pub const DEFAULT_MODEL_NAME: &str = "model";
 
@@ -292,6 +313,33 @@ impl ModelPaths {
     pub fn load_weights(&self, device: &Device) -> Result<Cnn, StoreError> {
         let (weights, _) = self.read_pair()?;
         self.decode(weights, device)
+    }
+
+    /// [`load_weights`](Self::load_weights), with the record beside them
+    /// when it parses (`None` when it is missing or does not): for readers
+    /// of the weights that say which model they read.
+    pub fn load_weights_with<T: DeserializeOwned>(
+        &self,
+        device: &Device,
+    ) -> Result<(Cnn, Option<T>), StoreError> {
+        let (weights, metadata) = self.read_pair()?;
+        let metadata = metadata.and_then(|(json, _)| serde_json::from_slice(&json).ok());
+        Ok((self.decode(weights, device)?, metadata))
+    }
+
+    /// Removes the model's files (the weights first, so that no reader finds
+    /// a record without them), unless a run is writing it.
+    pub fn remove(&self) -> Result<(), StoreError> {
+        let _lock = self.lock()?;
+        for path in [&self.weights, &self.metadata, &self.plot, &self.pending] {
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(source) => return Err(FileError::write(path, source).into()),
+            }
+        }
+        files::sync_folder(files::folder_of(&self.weights));
+        Ok(())
     }
 
     /// The weights and the metadata that describes them, checked to agree:

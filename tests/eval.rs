@@ -58,6 +58,8 @@ fn eval_json_agrees_with_predictions_computed_here() {
             .arg("--model")
             .arg(model),
     );
-    assert!(human.starts_with(&format!("loss: {json_loss:.4} - accuracy: {accuracy:.4}\n")));
+    let (first, report) = human.split_once('\n').unwrap();
+    assert!(first.starts_with("Model: "), "{first}");
+    assert!(report.starts_with(&format!("loss: {json_loss:.4} - accuracy: {accuracy:.4}\n")));
     assert!(human.contains("confusion matrix (rows: true label, columns: predicted)"));
 }

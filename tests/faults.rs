@@ -496,8 +496,9 @@ fn models_and_pictures_in_folders_with_spaces_and_non_ascii_names_work() {
             .arg("--model")
             .arg(&model),
     );
+    let answer = out.lines().nth(1).unwrap_or_default();
     assert!(
-        out.starts_with(&format!("{}: ", picture.display())),
+        answer.starts_with(&format!("{}: ", picture.display())),
         "{out}"
     );
     let curves = odd.join("kurven ü.svg");

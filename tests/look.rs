@@ -298,7 +298,11 @@ fn predict_prints_the_digit_and_top_three_and_can_show_what_the_model_saw() {
         assert!(drawing.iter().any(|l| l.contains('█')));
     }
     let plain = stdout_of(&mut predict(&files));
-    assert_eq!(plain.lines().count(), 2, "{plain}");
+    assert_eq!(
+        plain.lines().count(),
+        3,
+        "the model's line, one per file: {plain}"
+    );
 }
 
 #[test]
@@ -313,7 +317,15 @@ fn pictures_that_cannot_be_read_fail_one_line_each_and_the_others_still_run() {
     let text = dir.path().join("notes.png");
     std::fs::write(&text, "not a picture").unwrap();
     let missing = dir.path().join("missing.png");
-    let files = [blank.clone(), text.clone(), good.clone(), missing.clone()];
+    let gif = dir.path().join("drawn.gif");
+    std::fs::write(&gif, b"GIF89a\x1c\x00\x1c\x00\x80\x00\x00").unwrap();
+    let files = [
+        blank.clone(),
+        text.clone(),
+        good.clone(),
+        missing.clone(),
+        gif.clone(),
+    ];
     let out = run(&mut predict(&files));
     let errors = errors_of(&out);
     assert_eq!(
@@ -331,15 +343,22 @@ fn pictures_that_cannot_be_read_fail_one_line_each_and_the_others_still_run() {
                 "error: {}: cannot read it: No such file or directory (os error 2)",
                 missing.display()
             ),
-            "error: 3 of 4 pictures could not be read (see above)".to_string(),
+            format!(
+                "error: {}: a GIF picture, which this tool does not read: it reads PNG, JPEG, \
+                 BMP and PGM/PPM/PBM (save it as PNG first)",
+                gif.display()
+            ),
+            "error: 4 of 5 pictures could not be read (see above)".to_string(),
         ]
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("Model: "), "{stdout}");
     assert!(
-        stdout.starts_with(&format!("{}: ", good.display())),
+        lines[1].starts_with(&format!("{}: ", good.display())),
         "{stdout}"
     );
-    assert_eq!(stdout.lines().count(), 1);
+    assert_eq!(lines.len(), 2);
 
     // One file that fails: one line.
     let out = run(&mut predict(&[text]));

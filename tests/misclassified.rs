@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::OnceLock;
 
-use common::{argmax, decode_png, mnist_cnn, probabilities, stdout_of};
+use common::{argmax, decode_png, fails_with, mnist_cnn, probabilities, stdout_of};
 use mnist_cnn::data::{self, Split};
 use serde_json::Value;
 
@@ -230,6 +230,53 @@ fn misclassified_sheet_shows_the_chosen_mistakes_with_their_labels() {
     assert_eq!((w as usize, h as usize), (width, height));
     assert_eq!(colour, png::ColorType::Rgb);
     assert!(pixels == expected, "the sheet of the chosen mistakes");
+}
+
+/// `--png` takes a folder and `--sheet` a .png name: a file where the
+/// folder should be, or a JPEG name for PNG bytes, are refused before any
+/// work, and nothing is written.
+#[test]
+fn misclassified_and_show_refuse_picture_names_they_would_get_wrong() {
+    let (_, model, _) = trained_model();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("digits");
+    std::fs::write(&file, "mine").unwrap();
+    let run = |flags: &[&std::ffi::OsStr]| {
+        let mut cmd = mnist_cnn();
+        cmd.arg("misclassified")
+            .args(flags)
+            .arg("--data-dir")
+            .arg(common::data_dir())
+            .arg("--model")
+            .arg(model);
+        cmd
+    };
+    let png = std::ffi::OsStr::new("--png");
+    let sheet = std::ffi::OsStr::new("--sheet");
+    let said = fails_with(&mut run(&[png, file.as_os_str()]), "--png wants a folder");
+    assert!(
+        said.contains("is a file: for one picture of them all, use --sheet FILE"),
+        "{said}"
+    );
+    let named = dir.path().join("sheet.png");
+    fails_with(&mut run(&[png, named.as_os_str()]), "is named as a picture");
+    let jpeg = dir.path().join("sheet.jpg");
+    fails_with(
+        &mut run(&[sheet, jpeg.as_os_str()]),
+        "the picture is written as PNG, so its name must end in .png",
+    );
+    fails_with(
+        mnist_cnn()
+            .args(["show", "0", "--png"])
+            .arg(&jpeg)
+            .arg("--data-dir")
+            .arg(common::data_dir()),
+        "must end in .png",
+    );
+    let mut left = common::file_names(dir.path());
+    left.sort();
+    assert_eq!(left, ["digits"], "nothing written");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "mine");
 }
 
 #[test]

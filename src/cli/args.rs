@@ -14,12 +14,26 @@ use mnist_cnn::optim::Optimizer;
 use mnist_cnn::store::{DEFAULT_MODEL_NAME, ModelPaths};
 use mnist_cnn::train::{Engine, TrainConfig};
 
+/// The tutorial's steps in order, which bare `mnist-cnn` prints and the
+/// help ends with.
+pub const START_HERE: &str = "\
+Start here: the Keras MNIST tutorial's steps, in order
+  1. mnist-cnn download                fetch the four MNIST files into ./data
+  2. mnist-cnn show 53238              look at a training image, its label and one-hot vector
+  3. mnist-cnn train                   fit the network (10 epochs; downloads first if needed)
+  4. mnist-cnn eval                    its loss and accuracy on the 10,000 test images
+  5. mnist-cnn misclassified           the test digits it gets wrong
+  6. mnist-cnn misclassified --quiz    guess them yourself, then see the model's answer
+Then: plot (learning curves), predict FILE (your own digits), models (the saved ones).
+Each command's options: mnist-cnn help COMMAND";
+
 /// Download MNIST, train the Keras tutorial's CNN on it, evaluate it and show its mistakes.
 #[derive(Debug, Parser)]
-#[command(name = "mnist-cnn", version, about)]
+#[command(name = "mnist-cnn", version, about, after_help = START_HERE)]
 pub struct Cli {
+    /// None: bare `mnist-cnn`, which says where to start.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,6 +54,8 @@ pub enum Command {
     Predict(PredictArgs),
     /// Write the trained weights as safetensors, in the tutorial's Keras layout.
     Export(ExportArgs),
+    /// List the models in a folder (epochs, test accuracy, when saved, size), or remove some.
+    Models(ModelsArgs),
     /// Measure training and evaluation images/s and peak memory on the real data.
     Bench(BenchArgs),
 }
@@ -146,12 +162,17 @@ pub struct MirrorArgs {
 
 #[derive(Debug, Args)]
 pub struct ModelArgs {
-    /// Model location: weights go to PATH.bpk, metadata to PATH.json, learning
-    /// curves to PATH.svg; a folder holds model.bpk, model.json and model.svg.
-    /// [default: DIR/model, DIR being --data-dir]
+    /// The model to read: PATH.bpk (its weights) with PATH.json (its record);
+    /// a folder holds model.bpk and model.json. [default: DIR/model, DIR being
+    /// --data-dir]
     #[arg(long = "model", value_name = "PATH")]
     pub path: Option<PathBuf>,
 }
+
+/// `--model`'s help for `train`, which writes the model.
+const TRAIN_MODEL_HELP: &str = "Where the model goes: weights to PATH.bpk, metadata to \
+    PATH.json, learning curves to PATH.svg; a folder holds model.bpk, model.json and model.svg. \
+    [default: DIR/model, DIR being --data-dir]";
 
 impl ModelArgs {
     /// The model's files: `--model`'s, or the data folder's default model.
@@ -184,6 +205,7 @@ pub struct DownloadArgs {
 
 #[derive(Debug, Args)]
 #[command(mut_arg("engine", |arg| arg.help(TRAIN_ENGINE_HELP)))]
+#[command(mut_arg("path", |arg| arg.help(TRAIN_MODEL_HELP)))]
 pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
@@ -356,8 +378,25 @@ pub struct ExportArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// The safetensors file to write (replaced whole if it exists).
+    /// [default: beside the model, PATH.safetensors]
     #[arg(long, value_name = "FILE")]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The folder to list. [default: DIR, the --data-dir]
+    #[arg(value_name = "FOLDER")]
+    pub folder: Option<PathBuf>,
+    /// Remove the model NAME (NAME.bpk, .json and .svg) from the folder,
+    /// e.g. an automatic backup such as model.1. Repeatable.
+    #[arg(long, value_name = "NAME")]
+    pub remove: Vec<String>,
+    /// Print a JSON array of {name, epochs, test_accuracy, optimizer, saved, bytes} instead.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,15 +1,21 @@
 //! What several commands share: the hints their errors get (the command
-//! that repairs the data or makes a model), reading a model, numpy's shapes.
+//! that repairs the data or makes a model), reading a model and saying
+//! which one it is, numpy's shapes.
 
 use std::path::Path;
+use std::time::SystemTime;
 
 use anyhow::anyhow;
 
+use mnist_cnn::arch;
 use mnist_cnn::backend;
 use mnist_cnn::data::DataError;
 use mnist_cnn::download::{DownloadError, MIRROR_ENV};
 use mnist_cnn::model::Cnn;
 use mnist_cnn::store::{ModelPaths, StoreError};
+use mnist_cnn::train::Metadata;
+
+use crate::term::{note, print};
 
 /// Adds to a download failure what to do about it.
 pub fn download_failed(e: DownloadError) -> anyhow::Error {
@@ -41,6 +47,20 @@ pub fn data_failed(e: DataError, dir: &Path) -> anyhow::Error {
 pub fn model_failed(e: StoreError, paths: &ModelPaths) -> anyhow::Error {
     let fix = format!("mnist-cnn train --model {}", paths.stem().display());
     match e {
+        // `--model x.safetensors` names an export, which no command reads.
+        StoreError::Missing { .. }
+            if paths
+                .weights
+                .to_string_lossy()
+                .ends_with(".safetensors.bpk") =>
+        {
+            anyhow!(
+                "{} is an export for other tools (Keras, PyTorch, numpy), which mnist-cnn \
+                 writes but does not read: give --model the model it was exported from \
+                 (PATH for PATH.bpk)",
+                paths.stem().display()
+            )
+        }
         StoreError::Missing { .. } => anyhow!("{e}: train one with `{fix}`"),
         StoreError::Corrupt { .. } | StoreError::Architecture { .. } => {
             anyhow!("{e}; retrain with `{fix}`")
@@ -49,12 +69,52 @@ pub fn model_failed(e: StoreError, paths: &ModelPaths) -> anyhow::Error {
     }
 }
 
-/// The model stored at `paths`, read and checked on the CPU: a missing or
-/// damaged model is found before a GPU is opened.
-pub fn load_model(paths: &ModelPaths) -> anyhow::Result<Cnn> {
-    paths
-        .load_weights(&backend::host_device())
-        .map_err(|e| model_failed(e, paths))
+/// Where stdout is data (JSON), the lines for people go to stderr.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Stdout {
+    Text,
+    Data,
+}
+
+/// The model stored at `paths`, read and checked on the CPU (a missing or
+/// damaged model is found before a GPU is opened), after a line that says
+/// which it is: after an automatic backup, `data/model` is another model.
+pub fn load_model(paths: &ModelPaths, stdout: Stdout) -> anyhow::Result<Cnn> {
+    let (model, metadata) = paths
+        .load_weights_with::<Metadata>(&backend::host_device())
+        .map_err(|e| model_failed(e, paths))?;
+    let line = format!("Model: {}", describe(paths, metadata.as_ref()));
+    match stdout {
+        Stdout::Text => print(line)?,
+        Stdout::Data => note(line),
+    }
+    Ok(model)
+}
+
+/// `data/model.bpk (10 epochs, test accuracy 0.9814, saved 2026-12-01 10:40 UTC)`.
+pub fn describe(paths: &ModelPaths, metadata: Option<&Metadata>) -> String {
+    let mut facts = Vec::new();
+    match metadata {
+        Some(m) => {
+            facts.push(arch::count(m.epochs_done(), "epoch"));
+            if let Some(test) = m.test {
+                facts.push(format!("test accuracy {:.4}", test.accuracy));
+            }
+        }
+        None => facts.push("no record beside it".into()),
+    }
+    if let Some(when) = saved_at(&paths.weights) {
+        facts.push(format!("saved {when}"));
+    }
+    format!("{} ({})", paths.weights.display(), facts.join(", "))
+}
+
+/// When `path` was last written, to the minute, in UTC.
+pub fn saved_at(path: &Path) -> Option<String> {
+    let modified: SystemTime = std::fs::metadata(path).ok()?.modified().ok()?;
+    let stamp = humantime::format_rfc3339_seconds(modified).to_string();
+    // 2026-12-01T10:40:12Z
+    Some(format!("{} {} UTC", stamp.get(..10)?, stamp.get(11..16)?))
 }
 
 /// `(60000, 28, 28)`, as numpy prints a shape.

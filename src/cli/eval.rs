@@ -6,7 +6,7 @@ use mnist_cnn::data::{self, Examples, Split};
 use mnist_cnn::eval::{self, Evaluation};
 
 use super::args::{BackendArgs, DataArgs, EvalArgs, ModelArgs};
-use super::common::{data_failed, load_model};
+use super::common::{Stdout, data_failed, load_model};
 use super::plan;
 use super::preflight::{check_memory, open_device};
 use crate::term::print;
@@ -17,6 +17,11 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         &args.data,
         &args.model,
         args.batch.batch_size,
+        if args.json {
+            Stdout::Data
+        } else {
+            Stdout::Text
+        },
     )?;
     if args.json {
         print(serde_json::to_string(&evaluation)?)?;
@@ -27,12 +32,14 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
-/// The model at `--model` evaluated on the test set, with the test set.
+/// The model at `--model` evaluated on the test set, with the test set;
+/// the line naming the model goes where `stdout` says.
 pub fn evaluate_saved(
     backend: &BackendArgs,
     data: &DataArgs,
     model: &ModelArgs,
     batch_size: usize,
+    stdout: Stdout,
 ) -> Result<(Evaluation, Examples)> {
     check_memory(
         "--batch-size",
@@ -41,7 +48,7 @@ pub fn evaluate_saved(
         "evaluation",
     )?;
     let paths = model.paths(data);
-    let cnn = load_model(&paths)?;
+    let cnn = load_model(&paths, stdout)?;
     let dir = &data.data_dir;
     let test = data::load(dir, Split::Test).map_err(|e| data_failed(e, dir))?;
     let backend = plan::backend(backend.backend, None);

@@ -13,8 +13,10 @@ use super::common::model_failed;
 use crate::term::print;
 
 pub fn run(args: &ExportArgs) -> Result<()> {
-    check_writable(&args.out)?;
     let paths = args.model.paths(&args.data);
+    let beside = paths.stem().with_extension("safetensors");
+    let out = args.out.as_ref().unwrap_or(&beside);
+    check_writable(out)?;
     // The weights and the record that describes them, read as one pair
     // (only read, never computed with: the CPU will do). The record adds to
     // the file's header; a model without one (copied alone, say) still
@@ -22,11 +24,11 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     let (model, metadata) = paths
         .load::<Metadata>(&backend::host_device())
         .map_err(|e| model_failed(e, &paths))?;
-    export::export(&model, metadata.as_ref(), &args.out)?;
+    export::export(&model, metadata.as_ref(), out)?;
     print(format_args!(
         "{} exported to {} ({} parameters in Keras's layout: {})",
         paths.weights.display(),
-        args.out.display(),
+        out.display(),
         arch::group_digits(arch::PARAMETERS),
         KERAS_NAMES.join(", ")
     ))?;

@@ -1,7 +1,7 @@
 //! `mnist-cnn misclassified`: the test images the model gets wrong, listed,
 //! drawn, written as pictures, or asked of the user as the tutorial's quiz.
 
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 
 use mnist_cnn::data::Examples;
 use mnist_cnn::files::check_writable;
@@ -9,6 +9,7 @@ use mnist_cnn::misclassified::{self, Mistake};
 use mnist_cnn::picture;
 
 use super::args::MisclassifiedArgs;
+use super::common::Stdout;
 use super::eval::evaluate_saved;
 use crate::term::{self, note, print};
 
@@ -18,10 +19,26 @@ const MAX_SHEET: usize = 100;
 
 pub fn run(args: &MisclassifiedArgs) -> Result<()> {
     if let Some(dir) = &args.png {
+        let named_as_picture = dir
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("png"));
+        if dir.is_file() || named_as_picture {
+            bail!(
+                "--png wants a folder, to write each digit into as its own PNG file; {} {}: \
+                 for one picture of them all, use --sheet FILE",
+                dir.display(),
+                if dir.is_file() {
+                    "is a file"
+                } else {
+                    "is named as a picture"
+                }
+            );
+        }
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow!("cannot create {}: {e}", dir.display()))?;
     }
     if let Some(sheet) = &args.sheet {
+        picture::check_png_name(sheet)?;
         check_writable(sheet)?;
     }
     let (evaluation, test) = evaluate_saved(
@@ -29,6 +46,11 @@ pub fn run(args: &MisclassifiedArgs) -> Result<()> {
         &args.data,
         &args.model,
         args.batch.batch_size,
+        if args.json {
+            Stdout::Data
+        } else {
+            Stdout::Text
+        },
     )?;
     let count = (!args.all).then_some(args.count);
     let picked = misclassified::pick(&evaluation, &test, count, args.seed);

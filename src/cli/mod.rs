@@ -11,6 +11,7 @@ mod download;
 mod eval;
 mod export;
 mod misclassified;
+mod models;
 mod plan;
 mod plot;
 mod predict;
@@ -29,7 +30,12 @@ use crate::term::{self, EXIT_INTERRUPTED, note};
 
 /// Runs the command the user asked for and says how it ended.
 pub fn run(cli: Cli) -> ExitCode {
-    let result = match cli.command {
+    let Some(command) = cli.command else {
+        // Bare `mnist-cnn`: not an error, a first step.
+        let _ = term::print(args::START_HERE);
+        return ExitCode::SUCCESS;
+    };
+    let result = match command {
         Command::Download(args) => download::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Eval(args) => eval::run(&args),
@@ -39,6 +45,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plot(args) => plot::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Models(args) => models::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -117,7 +124,8 @@ mod tests {
             sub.render_help().to_string()
         };
         let train = help(&mut cli, "train");
-        for default in ["10", "32", "0.01", "42"] {
+        let rates = "0.01 for sgd and momentum, 0.001 for adam";
+        for default in ["10", "32", rates, "42", "sgd", "0.25"] {
             let text = format!("[default: {default}; with --resume, the checkpoint's]");
             assert!(train.contains(&text), "{text} not in {train}");
         }

@@ -121,7 +121,7 @@ mod tests {
 
     fn train_args(flags: &[&str]) -> TrainArgs {
         let line = ["mnist-cnn", "train"].iter().chain(flags);
-        match Cli::try_parse_from(line).unwrap().command {
+        match Cli::try_parse_from(line).unwrap().command.unwrap() {
             Command::Train(args) => args,
             other => panic!("parsed as {other:?}"),
         }
@@ -129,7 +129,7 @@ mod tests {
 
     fn bench_args(flags: &[&str]) -> BenchArgs {
         let line = ["mnist-cnn", "bench"].iter().chain(flags);
-        match Cli::try_parse_from(line).unwrap().command {
+        match Cli::try_parse_from(line).unwrap().command.unwrap() {
             Command::Bench(args) => args,
             other => panic!("parsed as {other:?}"),
         }

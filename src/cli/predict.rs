@@ -7,14 +7,19 @@ use mnist_cnn::picture;
 use mnist_cnn::prepare::{self, PrepareError, Prepared};
 
 use super::args::PredictArgs;
-use super::common::load_model;
+use super::common::{Stdout, load_model};
 use super::plan;
 use super::preflight::open_device;
 use crate::term::{note, print};
 
 pub fn run(args: &PredictArgs) -> Result<()> {
     let paths = args.model.paths(&args.data);
-    let cnn = load_model(&paths)?;
+    let stdout = if args.json {
+        Stdout::Data
+    } else {
+        Stdout::Text
+    };
+    let cnn = load_model(&paths, stdout)?;
     let prepared: Vec<Result<Prepared, PrepareError>> = args
         .images
         .iter()

@@ -32,6 +32,7 @@ pub fn run(args: &ShowArgs) -> Result<()> {
         return Err(out_of_range(split.size()));
     }
     if let Some(png) = &args.png {
+        picture::check_png_name(png)?;
         check_writable(png)?;
     }
     let dir = &args.data.data_dir;

@@ -11,11 +11,11 @@ use mnist_cnn::backend::{self, host_device};
 use mnist_cnn::data::{self, Split};
 use mnist_cnn::eval;
 use mnist_cnn::plot;
-use mnist_cnn::store::{ModelPaths, StoreError};
+use mnist_cnn::store::StoreError;
 use mnist_cnn::train::{self, Checkpoint, Job, Metadata, Validation};
 
 use super::args::TrainArgs;
-use super::common::{data_failed, model_failed};
+use super::common::{data_failed, describe, model_failed};
 use super::download::ensure_data;
 use super::plan;
 use super::preflight::{check_memory, open_device};
@@ -62,10 +62,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let saved = checkpoint.as_ref().map(|c| &c.metadata);
     if let Some(saved) = saved.filter(|&m| plan.is_done(Some(m))) {
         print(format_args!(
-            "{} has trained {} of {} epochs already: nothing to resume (ask for more with --epochs)",
+            "{} has trained {} of {} already: nothing to resume (ask for more with --epochs)",
             paths.weights.display(),
             saved.epochs_done(),
-            config.epochs
+            mnist_cnn::arch::count(config.epochs, "epoch")
         ))?;
         return Ok(());
     }
@@ -77,11 +77,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let test = data::load(dir, Split::Test).map_err(|e| data_failed(e, dir))?;
 
     if checkpoint.is_none() && paths.exists() {
-        let earlier = describe(&paths);
+        let earlier = describe(&paths, paths.load_metadata::<Metadata>().ok().as_ref());
         let backup = paths.back_up()?;
         note(format!(
-            "{} held {earlier}; kept it as {} (use --resume to continue a model instead)",
-            paths.weights.display(),
+            "kept the earlier model {earlier} as {} (use --resume to continue a model instead)",
             backup.weights.display()
         ));
     }
@@ -196,22 +195,5 @@ impl train::Progress for Curves<'_> {
         {
             note(format!("warning: learning curves not drawn: {e}"));
         }
-    }
-}
-
-/// A few words on the model stored at `paths`, from its metadata.
-fn describe(paths: &ModelPaths) -> String {
-    match paths.load_metadata::<Metadata>() {
-        Ok(m) => {
-            let epochs = match m.epochs_done() {
-                1 => "1 epoch".to_string(),
-                n => format!("{n} epochs"),
-            };
-            match m.test {
-                Some(t) => format!("a model of {epochs} (test accuracy {:.4})", t.accuracy),
-                None => format!("a model of {epochs}"),
-            }
-        }
-        Err(_) => "an earlier model".into(),
     }
 }
