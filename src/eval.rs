@@ -25,6 +25,8 @@ pub struct Prediction {
     pub predicted: u8,
     /// Softmax probability of the predicted class.
     pub confidence: f32,
+    /// All ten softmax probabilities, digit 0 first.
+    pub probabilities: [f32; CLASSES],
 }
 
 /// The results of evaluating a model on a data set.
@@ -94,6 +96,7 @@ pub fn evaluate(model: &Cnn, data: &Examples, batch_size: usize, device: &Device
             predictions.push(Prediction {
                 predicted: predicted as u8,
                 confidence,
+                probabilities: row.try_into().expect("ten classes"),
             });
         }
     }

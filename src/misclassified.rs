@@ -22,6 +22,8 @@ pub struct Mistake {
     pub truth: u8,
     /// The model's probability for its (wrong) prediction.
     pub confidence: f32,
+    /// The model's probability for each digit 0-9.
+    pub probabilities: [f32; 10],
 }
 
 /// The mistakes chosen to show, out of how many there are.
@@ -49,16 +51,34 @@ pub fn pick(eval: &Evaluation, data: &Examples, count: Option<usize>, seed: u64)
         _ => wrong,
     };
     chosen.sort_unstable();
-    let mistakes = chosen
-        .into_iter()
-        .map(|index| Mistake {
-            index,
-            predicted: eval.predictions[index].predicted,
-            truth: data.labels[index],
-            confidence: eval.predictions[index].confidence,
-        })
-        .collect();
+    let mistakes = answers(eval, data, chosen);
     Picked { total, mistakes }
+}
+
+/// `count` test images at random, right or wrong, in the order drawn: for
+/// a quiz where the model's score means something too (on its mistakes
+/// alone it scores 0 by construction).
+pub fn random(eval: &Evaluation, data: &Examples, count: usize, seed: u64) -> Vec<Mistake> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let chosen = rand::seq::index::sample(&mut rng, data.len(), count.min(data.len())).into_vec();
+    answers(eval, data, chosen)
+}
+
+/// The model's answers and the truth for the images at `indices`.
+fn answers(eval: &Evaluation, data: &Examples, indices: Vec<usize>) -> Vec<Mistake> {
+    indices
+        .into_iter()
+        .map(|index| {
+            let p = &eval.predictions[index];
+            Mistake {
+                index,
+                predicted: p.predicted,
+                truth: data.labels[index],
+                confidence: p.confidence,
+                probabilities: p.probabilities,
+            }
+        })
+        .collect()
 }
 
 /// File name of a mistake's PNG: index, predicted and true label.
@@ -72,12 +92,15 @@ pub fn png_paths(dir: &Path, mistakes: &[Mistake]) -> Vec<PathBuf> {
 }
 
 /// The mistake as a card of the sheet: the digit with the model's answer
-/// (in red), the truth and the test-set index under it.
+/// and its confidence (in red), the truth and the test-set index under it.
 pub fn card<'a>(m: &Mistake, data: &'a Examples) -> Card<'a> {
     Card {
         pixels: data.images.image(m.index),
         lines: vec![
-            (format!("model {}", m.predicted), RED),
+            (
+                format!("model {} {:.0}%", m.predicted, m.confidence * 100.0),
+                RED,
+            ),
             (format!("true {}", m.truth), BLACK),
             (format!("#{}", m.index), GREY),
         ],

@@ -30,14 +30,84 @@ pub fn render(pixels: &[u8]) -> String {
     out
 }
 
-/// The tutorial's `print` of an image: its pixel values 0-255 as a table,
-/// one row per line, each value right-aligned in a column of 3.
-pub fn values_table(pixels: &[u8]) -> String {
-    let mut out = String::with_capacity(SIDE * SIDE * 4);
-    for row in pixels.chunks_exact(SIDE) {
-        let cells: Vec<String> = row.iter().map(|p| format!("{p:>3}")).collect();
-        out.push_str(&cells.join(" "));
+/// Draws a 28×28 image in a quarter of [`render`]'s space, 28 columns by
+/// 14 lines: each character is two pixels, one above the other, as half
+/// blocks. With `colour`, in 256-colour greys, dark ink on white as the
+/// tutorial's `cmap=binary` draws it; without, a pixel counts as ink from
+/// half intensity. Small enough for a quiz in an 80×24 terminal, or five
+/// digits side by side.
+pub fn render_compact(pixels: &[u8], colour: bool) -> Vec<String> {
+    pixels
+        .chunks_exact(2 * SIDE)
+        .map(|rows| {
+            let (top, bottom) = rows.split_at(SIDE);
+            let mut line = String::new();
+            for (&t, &b) in top.iter().zip(bottom) {
+                if colour {
+                    // 232 is the darkest of the 24 greys, 255 the lightest.
+                    let grey = |p: u8| 255 - (p as u16 * 23 / 255) as u8;
+                    line.push_str(&format!("\x1b[38;5;{};48;5;{}m▀", grey(t), grey(b)));
+                } else {
+                    line.push(match (t >= 128, b >= 128) {
+                        (false, false) => ' ',
+                        (true, false) => '▀',
+                        (false, true) => '▄',
+                        (true, true) => '█',
+                    });
+                }
+            }
+            if colour {
+                line.push_str("\x1b[0m");
+            }
+            line
+        })
+        .collect()
+}
+
+/// Ten probabilities as ten bars, one per digit 0-9, from ' ' (none) to
+/// '█' (certain): `0123456789` written under them reads as a chart.
+pub fn probability_bars(probabilities: &[f32]) -> String {
+    const BARS: [char; 9] = [' ', '▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    probabilities
+        .iter()
+        .map(|&p| BARS[((p.clamp(0.0, 1.0) * 8.0).round() as usize).min(8)])
+        .collect()
+}
+
+/// The tutorial's `print` of an image as a table, one row per line with its
+/// index, under a line of column indices: the pixel values 0-255, or with
+/// `scaled` the values /255 the network reads (0.00-1.00). `columns` is the
+/// width to fit: a table wider than that comes as two halves of 14 columns.
+pub fn values_table(pixels: &[u8], scaled: bool, columns: usize) -> String {
+    let cell = if scaled { 4 } else { 3 };
+    let full = 2 + SIDE * (cell + 1);
+    // The columns of each part, first and last + 1.
+    let halves: &[(usize, usize)] = if full <= columns {
+        &[(0, SIDE)]
+    } else {
+        &[(0, SIDE / 2), (SIDE / 2, SIDE)]
+    };
+    let mut out = String::with_capacity(SIDE * SIDE * (cell + 1) + 200);
+    for (h, &(first, end)) in halves.iter().enumerate() {
+        if h > 0 {
+            out.push('\n');
+        }
+        out.push_str("  ");
+        for c in first..end {
+            out.push_str(&format!(" {c:>cell$}"));
+        }
         out.push('\n');
+        for (r, row) in pixels.chunks_exact(SIDE).enumerate() {
+            out.push_str(&format!("{r:>2}"));
+            for &p in &row[first..end] {
+                if scaled {
+                    out.push_str(&format!(" {:.2}", p as f32 / 255.0));
+                } else {
+                    out.push_str(&format!(" {p:>3}"));
+                }
+            }
+            out.push('\n');
+        }
     }
     out
 }
@@ -116,11 +186,22 @@ fn write_encoded(
     Ok(write_atomically(path, &bytes)?)
 }
 
-/// Writes a 28×28 image as a greyscale PNG (atomically), as MNIST stores
-/// it (light digit on black), enlarged `scale` times (1: 28×28 as it is).
-pub fn write_png(path: &Path, pixels: &[u8], scale: usize) -> Result<(), PngError> {
+/// Writes a 28×28 image as a greyscale PNG (atomically), enlarged `scale`
+/// times (1: 28×28 as it is): dark ink on white as the tutorial draws
+/// digits (`cmap=binary`) and the sheets do, or with `as_stored` light on
+/// black, MNIST's own values.
+pub fn write_png(
+    path: &Path,
+    pixels: &[u8],
+    scale: usize,
+    as_stored: bool,
+) -> Result<(), PngError> {
     let side = SIDE * scale;
-    write_encoded(path, side, side, 1, &upscale(pixels, SIDE, scale))
+    let mut big = upscale(pixels, SIDE, scale);
+    if !as_stored {
+        big.iter_mut().for_each(|p| *p = 255 - *p);
+    }
+    write_encoded(path, side, side, 1, &big)
 }
 
 /// An RGB colour.
@@ -215,11 +296,11 @@ pub fn text_width(text: &str, scale: usize) -> usize {
     text.chars().count() * 8 * scale
 }
 
-/// The sheet of `cards`: rows of at most [`sheet_layout::PER_ROW`] cards,
-/// each digit enlarged and drawn dark on white as the tutorial shows them
-/// (`cmap=binary`), its lines of text centred under it. Returns width,
-/// height and RGB pixels.
-pub fn sheet(cards: &[Card]) -> (usize, usize, Vec<u8>) {
+/// The sheet of `cards` under a `title` line: rows of at most
+/// [`sheet_layout::PER_ROW`] cards, each digit enlarged and drawn dark on
+/// white as the tutorial shows them (`cmap=binary`), its lines of text
+/// centred under it. Returns width, height and RGB pixels.
+pub fn sheet(title: &str, cards: &[Card]) -> (usize, usize, Vec<u8>) {
     use sheet_layout::*;
     let digit = SIDE * DIGIT_SCALE;
     let widest_text = cards
@@ -232,9 +313,12 @@ pub fn sheet(cards: &[Card]) -> (usize, usize, Vec<u8>) {
     let cell_h = PAD + digit + PAD / 2 + lines * LINE + PAD;
     let columns = cards.len().clamp(1, PER_ROW);
     let rows = cards.len().div_ceil(columns).max(1);
-    let mut canvas = Canvas::new(columns * cell_w, rows * cell_h, WHITE);
+    let head = PAD + LINE;
+    let width = (columns * cell_w).max(text_width(title, TEXT_SCALE) + 2 * PAD);
+    let mut canvas = Canvas::new(width, head + rows * cell_h, WHITE);
+    canvas.text(PAD, PAD, title, TEXT_SCALE, BLACK);
     for (n, card) in cards.iter().enumerate() {
-        let (x0, y0) = ((n % columns) * cell_w, (n / columns) * cell_h);
+        let (x0, y0) = ((n % columns) * cell_w, head + (n / columns) * cell_h);
         let dx = x0 + (cell_w - digit) / 2;
         let dy = y0 + PAD;
         canvas.fill(dx - 1, dy - 1, digit + 2, digit + 2, FRAME);
@@ -253,8 +337,8 @@ pub fn sheet(cards: &[Card]) -> (usize, usize, Vec<u8>) {
 }
 
 /// Writes the [`sheet`] of `cards` to `path` as an RGB PNG (atomically).
-pub fn write_sheet(path: &Path, cards: &[Card]) -> Result<(), PngError> {
-    let (width, height, pixels) = sheet(cards);
+pub fn write_sheet(path: &Path, title: &str, cards: &[Card]) -> Result<(), PngError> {
+    let (width, height, pixels) = sheet(title, cards);
     write_encoded(path, width, height, 3, &pixels)
 }
 
@@ -278,17 +362,76 @@ mod tests {
     }
 
     #[test]
-    fn the_values_table_has_28_aligned_rows_of_28_values() {
+    fn the_values_table_has_indexed_aligned_rows_and_fits_the_width_given() {
         let pixels: Vec<u8> = (0..SIDE * SIDE).map(|i| (i % 256) as u8).collect();
-        let table = values_table(&pixels);
-        let rows: Vec<&str> = table.lines().collect();
-        assert_eq!(rows.len(), SIDE);
-        for (r, row) in rows.iter().enumerate() {
-            assert_eq!(row.len(), SIDE * 4 - 1, "row {r}: {row:?}");
-            let values: Vec<u8> = row.split_whitespace().map(|v| v.parse().unwrap()).collect();
+        let parse = |table: &str| -> Vec<Vec<String>> {
+            table
+                .lines()
+                .map(|l| l.split_whitespace().map(str::to_string).collect())
+                .collect()
+        };
+        // Wide enough: one table, a header of column numbers, 28 indexed rows.
+        let table = values_table(&pixels, false, 200);
+        let rows = parse(&table);
+        assert_eq!(rows.len(), 1 + SIDE);
+        assert_eq!(
+            rows[0],
+            (0..SIDE).map(|c| c.to_string()).collect::<Vec<_>>()
+        );
+        for (r, row) in rows[1..].iter().enumerate() {
+            assert_eq!(row[0], r.to_string());
+            let values: Vec<u8> = row[1..].iter().map(|v| v.parse().unwrap()).collect();
             assert_eq!(values, pixels[r * SIDE..(r + 1) * SIDE]);
         }
-        assert!(rows[0].starts_with("  0   1   2"), "{}", rows[0]);
+        let widths: Vec<usize> = table.lines().map(|l| l.chars().count()).collect();
+        assert!(
+            widths.iter().all(|&w| w == widths[0]),
+            "aligned: {widths:?}"
+        );
+        // In 80 columns: two halves of 14 columns, every line within 80.
+        for scaled in [false, true] {
+            let table = values_table(&pixels, scaled, 80);
+            assert!(table.lines().all(|l| l.chars().count() <= 80), "{table}");
+            let rows = parse(&table);
+            // Two parts of a header and 28 rows, a blank line between them.
+            assert_eq!(rows.len(), 2 * (1 + SIDE) + 1, "{table}");
+            assert!(rows[1 + SIDE].is_empty());
+            assert_eq!(rows[0][0], "0");
+            assert_eq!(rows[2 + SIDE][0], "14", "the second half's first column");
+            if scaled {
+                // Row 1 holds 28..56: pixel 29 is 29/255.
+                assert_eq!(rows[2][2], format!("{:.2}", 29.0 / 255.0));
+            }
+        }
+    }
+
+    #[test]
+    fn compact_drawings_pair_rows_into_half_blocks() {
+        let mut pixels = vec![0u8; SIDE * SIDE];
+        pixels[0] = 255; // row 0, column 0: the upper half of line 0
+        pixels[SIDE + 1] = 255; // row 1, column 1: the lower half
+        pixels[2] = 255;
+        pixels[SIDE + 2] = 255; // both halves of column 2
+        let lines = render_compact(&pixels, false);
+        assert_eq!(lines.len(), SIDE / 2);
+        assert!(lines.iter().all(|l| l.chars().count() == SIDE));
+        assert!(lines[0].starts_with("▀▄█ "), "{:?}", lines[0]);
+        assert!(lines[1..].iter().all(|l| l.trim().is_empty()));
+        // In colour: ink dark on white, top pixel as the foreground.
+        let coloured = render_compact(&pixels, true);
+        assert!(
+            coloured[0].starts_with("\x1b[38;5;232;48;5;255m▀"),
+            "{:?}",
+            coloured[0]
+        );
+    }
+
+    #[test]
+    fn probability_bars_rise_with_the_probability() {
+        let mut p = [0.0f32; 10];
+        p[3] = 1.0;
+        p[8] = 0.5;
+        assert_eq!(probability_bars(&p), "   █    ▄ ");
     }
 
     #[test]
@@ -327,28 +470,35 @@ mod tests {
                 lines: vec![("model 1".into(), RED), ("true 7".into(), BLACK)],
             },
         ];
-        let (w, h, pixels) = sheet(&cards);
+        let (w, h, pixels) = sheet("two", &cards);
         let digit = SIDE * DIGIT_SCALE;
         let cell_w = digit.max(text_width("model 8", TEXT_SCALE)) + 2 * PAD;
+        let head = PAD + LINE;
         assert_eq!(w, 2 * cell_w);
-        assert_eq!(h, PAD + digit + PAD / 2 + 2 * LINE + PAD);
+        assert_eq!(h, head + PAD + digit + PAD / 2 + 2 * LINE + PAD);
         let at = |x: usize, y: usize| -> Rgb {
             let i = (y * w + x) * 3;
             [pixels[i], pixels[i + 1], pixels[i + 2]]
         };
         let dx = (cell_w - digit) / 2;
+        let top = head + PAD;
+        // The title in black above the digits.
+        assert!(
+            (PAD..head).any(|y| (0..w).any(|x| at(x, y) == BLACK)),
+            "no title"
+        );
         // The first digit: white background, its one bright pixel dark, 4×4.
-        assert_eq!(at(dx, PAD), WHITE);
+        assert_eq!(at(dx, top), WHITE);
         for d in 0..DIGIT_SCALE {
             assert_eq!(
-                at(dx + 14 * DIGIT_SCALE + d, PAD + 14 * DIGIT_SCALE + d),
+                at(dx + 14 * DIGIT_SCALE + d, top + 14 * DIGIT_SCALE + d),
                 BLACK
             );
         }
         // The second digit is all ink.
-        assert_eq!(at(cell_w + dx + 5, PAD + 5), BLACK);
+        assert_eq!(at(cell_w + dx + 5, top + 5), BLACK);
         // Red text in the first line under each digit, none above it.
-        let below = PAD + digit + PAD / 2;
+        let below = top + digit + PAD / 2;
         let red_rows: Vec<usize> = (0..h)
             .filter(|&y| (0..cell_w).any(|x| at(x, y) == RED))
             .collect();

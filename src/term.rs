@@ -68,6 +68,24 @@ fn stderr_is_terminal() -> bool {
     io::stderr().is_terminal()
 }
 
+/// Whether stdout is a terminal, where pictures may be drawn in colour.
+pub fn stdout_is_terminal() -> bool {
+    io::stdout().is_terminal()
+}
+
+/// Columns to fit what is printed into: the terminal's width, else
+/// `COLUMNS`, else 80 (a pipe, a file, a test).
+pub fn width() -> usize {
+    if let Some((_, cols)) = console::Term::stdout().size_checked() {
+        return cols.into();
+    }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse().ok())
+        .filter(|&c| c > 0)
+        .unwrap_or(80)
+}
+
 /// Shows a download: a byte bar per transfer on a terminal, a line per file.
 #[derive(Default)]
 pub struct DownloadReport {
@@ -149,6 +167,18 @@ pub fn handle_ctrl_c() {
             std::process::exit(EXIT_INTERRUPTED.into());
         }
         note("\nstopping after this step (Ctrl-C again to quit at once)");
+    });
+    if let Err(e) = result {
+        note(format!("warning: cannot catch Ctrl-C: {e}"));
+    }
+}
+
+/// On Ctrl-C, runs `last_words` and quits with [`EXIT_INTERRUPTED`]: for
+/// work that has nothing to save but something to say (a quiz's score).
+pub fn on_ctrl_c(last_words: impl Fn() + Send + 'static) {
+    let result = ctrlc::set_handler(move || {
+        last_words();
+        std::process::exit(EXIT_INTERRUPTED.into());
     });
     if let Err(e) = result {
         note(format!("warning: cannot catch Ctrl-C: {e}"));

@@ -75,15 +75,71 @@ fn show_prints_the_tutorials_image_its_label_one_hot_and_the_shapes() {
 #[test]
 fn show_values_prints_the_pixel_table_and_json_has_the_same_pixels() {
     let test = examples(Split::Test);
+    // Each table row: its row number, then its values.
+    let rows = |out: &str| -> Vec<(usize, Vec<f32>)> {
+        out.lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                let is_row = cells.len() == 15 || cells.len() == SIDE + 1;
+                let values: Option<Vec<f32>> =
+                    cells.get(1..)?.iter().map(|v| v.parse().ok()).collect();
+                is_row.then_some((cells[0].parse().ok()?, values?))
+            })
+            .collect()
+    };
+    // In 80 columns (a pipe's width): two halves of 14 columns, each line within 80.
     let out = stdout_of(&mut show(&["7", "--test", "--values"]));
-    let table: Vec<Vec<u8>> = out
-        .lines()
-        .filter(|l| l.len() == SIDE * 4 - 1 && l.trim_start().starts_with(char::is_numeric))
-        .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
+    assert!(out.lines().all(|l| l.chars().count() <= 80), "{out}");
+    let halves = rows(&out);
+    assert_eq!(halves.len(), 2 * SIDE, "two halves of 28 rows: {out}");
+    let image = test.images.image(7);
+    let mut left = Vec::new();
+    let mut right = Vec::new();
+    for (i, (r, values)) in halves.iter().filter(|(_, v)| v.len() == 14).enumerate() {
+        if i < SIDE {
+            assert_eq!(*r, i);
+            left.push(values.clone());
+        } else {
+            right.push(values.clone());
+        }
+    }
+    let joined: Vec<u8> = left
+        .iter()
+        .zip(&right)
+        .flat_map(|(l, r)| l.iter().chain(r).map(|&v| v as u8))
         .collect();
-    assert_eq!(table.len(), SIDE, "{out}");
-    assert_eq!(table.concat(), test.images.image(7));
+    assert_eq!(joined, image);
     assert!(out.contains(&format!("y_test[7]: {}", test.labels[7])));
+    // Wide enough, one table; scaled, the values the network reads.
+    let mut wide = show(&["7", "--test", "--scaled"]);
+    let out = stdout_of(wide.env("COLUMNS", "200"));
+    let table = rows(&out);
+    let table: Vec<&(usize, Vec<f32>)> = table.iter().filter(|(_, v)| v.len() == SIDE).collect();
+    assert_eq!(table.len(), SIDE, "{out}");
+    for (r, values) in table {
+        for (c, v) in values.iter().enumerate() {
+            let exact = image[r * SIDE + c] as f32 / 255.0;
+            assert!(
+                (v - exact).abs() <= 0.005,
+                "row {r} column {c}: {v} for {exact}"
+            );
+        }
+    }
+    assert!(
+        out.contains("values / 255, as the network reads them"),
+        "{out}"
+    );
+    // Negative indices count from the end, as in Python.
+    let last = stdout_of(&mut show(&["-1", "--test"]));
+    assert!(last.contains("x_test[9999]:"), "{last}");
+    assert!(last.contains(&format!("y_test[9999]: {}", test.labels[9999])));
+    let also = stdout_of(
+        mnist_cnn()
+            .args(["show", "--test", "--data-dir"])
+            .arg(common::data_dir())
+            .args(["--", "-10000"]),
+    );
+    assert!(also.contains("x_test[0]:"), "{also}");
 
     let json: Value =
         serde_json::from_str(&stdout_of(&mut show(&["7", "--test", "--json"]))).unwrap();
@@ -134,7 +190,18 @@ fn show_png_writes_the_image_enlarged_as_asked() {
     let (w, h, pixels) = read_png(&file);
     assert_eq!((w, h), (84, 84));
     let image = examples(Split::Train).images.image(53238);
-    assert_eq!(pixels, picture::upscale(image, SIDE, 3));
+    // Dark ink on white, as the tutorial's cmap=binary draws it.
+    let inked: Vec<u8> = image.iter().map(|p| 255 - p).collect();
+    assert_eq!(pixels, picture::upscale(&inked, SIDE, 3));
+    // Or MNIST's own values.
+    let stored = dir.path().join("stored.png");
+    stdout_of(&mut show(&[
+        "53238",
+        "--as-stored",
+        "--png",
+        stored.to_str().unwrap(),
+    ]));
+    assert_eq!(read_png(&stored).2, image);
 }
 
 #[test]
@@ -143,11 +210,18 @@ fn show_refuses_an_index_out_of_range_before_reading_any_data() {
     for (args, needle) in [
         (
             &["60000"][..],
-            "there is no training image 60000: the 60000 training images are numbered 0 to 59999",
+            "there is no training image 60000: the 60000 training images are numbered 0 to 59999 \
+             (or -1 to -60000 from the end)",
         ),
         (
             &["10000", "--test"],
-            "there is no test image 10000: the 10000 test images are numbered 0 to 9999",
+            "there is no test image 10000: the 10000 test images are numbered 0 to 9999 \
+             (or -1 to -10000 from the end)",
+        ),
+        (
+            &["-10001", "--test"],
+            "there is no test image -10001: the 10000 test images are numbered 0 to 9999 \
+             (or -1 to -10000 from the end)",
         ),
     ] {
         let out = run(mnist_cnn()
@@ -163,6 +237,13 @@ fn show_refuses_an_index_out_of_range_before_reading_any_data() {
         .arg(empty.path()));
     let errors = errors_of(&out);
     assert!(errors[0].contains("run `mnist-cnn download"), "{errors:?}");
+    let out = run(mnist_cnn().args(["show", "seven"]));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("must be a whole number: 53238, or -1 for the last image"),
+        "{said}"
+    );
+    assert_eq!(out.status.code(), Some(2));
     let out = run(mnist_cnn().args(["show", "0", "--scale", "2"]));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--png <FILE>"));
 }

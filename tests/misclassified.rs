@@ -85,15 +85,24 @@ fn misclassified_draws_digits_and_writes_pngs() {
             .arg(model),
     );
     let test = data::load(common::data_dir(), Split::Test).unwrap();
+    // Two digits side by side in 80 columns: a header each, 14 lines of
+    // half blocks with ink in them, then the ten probabilities as bars.
+    // (The model's line names a path of any length.)
+    assert!(
+        out.lines().skip(1).all(|l| l.chars().count() <= 80),
+        "{out}"
+    );
     let headers: Vec<&str> = out.lines().filter(|l| l.starts_with('#')).collect();
-    assert_eq!(headers.len(), 2, "{out}");
-    // Each digit: 28 rows of 56 shade characters, with some ink in them.
+    assert_eq!(headers.len(), 1, "one row of two: {out}");
+    assert_eq!(headers[0].matches(": predicted ").count(), 2, "{out}");
     let drawn: Vec<&str> = out
         .lines()
-        .filter(|l| l.chars().count() == 56 && l.chars().all(|c| " ░▒▓█".contains(c)))
+        .filter(|l| !l.is_empty() && l.chars().all(|c| " ▀▄█".contains(c)))
         .collect();
-    assert_eq!(drawn.len(), 2 * 28, "{out}");
+    assert!(drawn.len() >= 8, "{out}");
     assert!(drawn.iter().any(|l| l.contains('█')));
+    let bars = out.lines().find(|l| l.contains("<- probability")).unwrap();
+    assert_eq!(bars.matches("<- probability").count(), 2, "{out}");
 
     let mut files: Vec<PathBuf> = std::fs::read_dir(&png_dir)
         .unwrap()
@@ -110,7 +119,8 @@ fn misclassified_draws_digits_and_writes_pngs() {
         );
         assert!(out.contains(&format!("#{index}: predicted ")), "{out}");
         let (_, _, _, pixels) = decode_png(&file);
-        assert_eq!(&pixels[..], test.images.image(index), "{name}");
+        let inked: Vec<u8> = test.images.image(index).iter().map(|p| 255 - p).collect();
+        assert_eq!(pixels, inked, "{name}: dark on white");
     }
 }
 
@@ -169,6 +179,14 @@ fn misclassified(args: &[&str], stdin: Option<&str>) -> std::process::Output {
 
 /// The mistakes `--count N --seed S` chooses, as `--json` lists them.
 fn chosen(count: usize, seed: u64) -> Vec<(usize, u8, u8)> {
+    chosen_whole(count, seed)
+        .into_iter()
+        .map(|m| (m.index, m.predicted, m.truth))
+        .collect()
+}
+
+/// [`chosen`] with each mistake's confidence and probabilities.
+fn chosen_whole(count: usize, seed: u64) -> Vec<mnist_cnn::misclassified::Mistake> {
     let (n, s) = (count.to_string(), seed.to_string());
     let out = misclassified(&["--count", &n, "--seed", &s, "--json"], None);
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -177,11 +195,22 @@ fn chosen(count: usize, seed: u64) -> Vec<(usize, u8, u8)> {
         .iter()
         .map(|m| {
             let field = |k: &str| m[k].as_u64().unwrap();
-            (
-                field("index") as usize,
-                field("predicted") as u8,
-                field("true") as u8,
-            )
+            let probabilities: Vec<f32> = m["probabilities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_f64().unwrap() as f32)
+                .collect();
+            let confidence = m["confidence"].as_f64().unwrap() as f32;
+            let probabilities: [f32; 10] = probabilities.try_into().unwrap();
+            assert_eq!(probabilities[field("predicted") as usize], confidence);
+            mnist_cnn::misclassified::Mistake {
+                index: field("index") as usize,
+                predicted: field("predicted") as u8,
+                truth: field("true") as u8,
+                confidence,
+                probabilities,
+            }
         })
         .collect()
 }
@@ -210,22 +239,27 @@ fn misclassified_sheet_shows_the_chosen_mistakes_with_their_labels() {
         "{stdout}"
     );
     let test = data::load(common::data_dir(), Split::Test).unwrap();
-    let mistakes: Vec<Mistake> = chosen(3, 4)
-        .into_iter()
-        .map(|(index, predicted, truth)| Mistake {
-            index,
-            predicted,
-            truth,
-            confidence: 0.0,
-        })
-        .collect();
+    let mistakes: Vec<Mistake> = chosen_whole(3, 4);
     let cards: Vec<_> = mistakes.iter().map(|m| card(m, &test)).collect();
+    let m = &mistakes[0];
     assert_eq!(
         cards[0].lines[0].0,
-        format!("model {}", mistakes[0].predicted)
+        format!("model {} {:.0}%", m.predicted, m.confidence * 100.0)
     );
-    assert_eq!(cards[0].lines[1].0, format!("true {}", mistakes[0].truth));
-    let (width, height, expected) = picture::sheet(&cards);
+    assert_eq!(cards[0].lines[1].0, format!("true {}", m.truth));
+    let (_, model, _) = trained_model();
+    let total = stdout
+        .split(" of ")
+        .next()
+        .unwrap()
+        .rsplit('\n')
+        .next()
+        .unwrap();
+    let title = format!(
+        "3 of the {total} test images the model gets wrong ({})",
+        model.display()
+    );
+    let (width, height, expected) = picture::sheet(&title, &cards);
     let (w, h, colour, pixels) = decode_png(&sheet);
     assert_eq!((w as usize, h as usize), (width, height));
     assert_eq!(colour, png::ColorType::Rgb);
@@ -308,7 +342,8 @@ fn misclassified_png_scale_enlarges_each_file() {
             .unwrap();
         let (w, h, colour, pixels) = decode_png(&file);
         assert_eq!((w, h, colour), (84, 84, png::ColorType::Grayscale));
-        assert_eq!(pixels, picture::upscale(test.images.image(index), 28, 3));
+        let inked: Vec<u8> = test.images.image(index).iter().map(|p| 255 - p).collect();
+        assert_eq!(pixels, picture::upscale(&inked, 28, 3));
     }
     // --scale means nothing without --png.
     let out = mnist_cnn()
@@ -357,7 +392,29 @@ fn misclassified_quiz_reads_guesses_reveals_answers_and_scores() {
             "{reveal}"
         );
     }
-    assert!(stdout.ends_with("\nyou: 2/3, model: 0/3\n"), "{stdout}");
+    assert!(
+        stdout.ends_with(
+            "\nyou: 2/3, model: 0/3 (the model scores 0 on its own mistakes; --quiz --random \
+             asks any test digits)\n"
+        ),
+        "{stdout}"
+    );
+    // Each digit under a line saying where the quiz stands: 14 lines of
+    // half blocks, so that header, digit and prompt fit an 80×24 terminal.
+    let headers: Vec<usize> = stdout
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("Digit "))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(headers.len(), 3, "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    for &h in &headers {
+        assert!(lines[h].contains("so far (q to stop)"), "{}", lines[h]);
+        assert!(lines[h + 15].starts_with("your answer (0-9): "), "{stdout}");
+        assert!(lines[h + 1..h + 15].iter().all(|l| l.chars().count() == 28));
+    }
+    assert!(lines[headers[1]].contains("you 1/1 so far"), "{stdout}");
 
     // Input that ends early: the score so far.
     let out = misclassified(
@@ -366,5 +423,103 @@ fn misclassified_quiz_reads_guesses_reveals_answers_and_scores() {
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("(input ended after 1 of 3)"), "{stdout}");
-    assert!(stdout.ends_with("\nyou: 1/1, model: 0/1\n"), "{stdout}");
+    assert!(stdout.contains("\nyou: 1/1, model: 0/1 "), "{stdout}");
+
+    // q stops with the score so far.
+    let out = misclassified(
+        &["--count", "3", "--seed", "8", "--quiz"],
+        Some(&format!("{}\nq\n", picks[0].2)),
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("(stopped after 1 of 3)"), "{stdout}");
+    assert!(stdout.contains("\nyou: 1/1, model: 0/1 "), "{stdout}");
+}
+
+/// `--quiz --random` asks any test digits, so the model's score counts:
+/// the test computes what it must be from the model's own answers.
+#[test]
+fn the_random_quiz_scores_the_model_on_digits_it_may_get_right() {
+    let (_, model, _) = trained_model();
+    let (probs, labels, _) = probabilities(model);
+    let guesses = "0\n".repeat(20);
+    let out = misclassified(
+        &["--count", "20", "--seed", "3", "--quiz", "--random"],
+        Some(&guesses),
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with("Model: "), "{stdout}");
+    assert!(stdout.contains("Quiz: 20 random test images"), "{stdout}");
+    let shown: Vec<usize> = stdout
+        .lines()
+        .filter_map(|l| {
+            l.rsplit("(test image #")
+                .next()?
+                .strip_suffix(')')?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(shown.len(), 20, "{stdout}");
+    let model_right = shown
+        .iter()
+        .filter(|&&i| argmax(&probs[i]) == labels[i] as usize)
+        .count();
+    let zeros = shown.iter().filter(|&&i| labels[i] == 0).count();
+    assert!(
+        model_right > 10,
+        "a trained model gets most right: {model_right}"
+    );
+    assert!(
+        stdout.ends_with(&format!("\nyou: {zeros}/20, model: {model_right}/20\n")),
+        "{stdout}"
+    );
+}
+
+/// Ctrl-C in the middle of a quiz ends it with the score so far.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_ends_the_quiz_with_the_score_so_far() {
+    use std::io::{BufRead, BufReader, Write};
+    let (_, model, _) = trained_model();
+    let picks = chosen(3, 8);
+    let mut child = mnist_cnn()
+        .args([
+            "misclassified",
+            "--count",
+            "3",
+            "--seed",
+            "8",
+            "--quiz",
+            "--data-dir",
+        ])
+        .arg(common::data_dir())
+        .arg("--model")
+        .arg(model)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    writeln!(input, "{}", picks[0].2).unwrap();
+    // Wait until the second digit is asked, then interrupt.
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("Digit 2 of 3") {
+        let mut line = String::new();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "{seen}");
+        seen.push_str(&line);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(130), "{rest}");
+    assert!(rest.contains("(stopped) you: 1/1, model: 0/1"), "{rest}");
+    drop(input);
 }

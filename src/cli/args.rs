@@ -78,6 +78,13 @@ fn in_range(min: usize, max: usize) -> impl Fn(&str) -> Result<usize, String> + 
     }
 }
 
+/// An image index: a whole number, negative ones counted from the end.
+fn index(s: &str) -> Result<i64, String> {
+    s.trim().parse::<i64>().map_err(|_| {
+        "must be a whole number: 53238, or -1 for the last image (counted from the end)".into()
+    })
+}
+
 fn engine(s: &str) -> Result<Engine, String> {
     Engine::from_name(s).ok_or_else(|| format!("must be one of: {}", Engine::NAMES.join(", ")))
 }
@@ -295,18 +302,28 @@ pub struct PredictArgs {
 pub struct ShowArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Which image, counted from 0: the tutorial looks at training image 53238.
-    #[arg(value_name = "INDEX")]
-    pub index: usize,
+    /// Which image, counted from 0 (the tutorial looks at training image
+    /// 53238), or from the end as in Python: -1 is the last.
+    #[arg(value_name = "INDEX", allow_negative_numbers = true, value_parser = index)]
+    pub index: i64,
     /// Take it from the 10,000 test images instead of the 60,000 training images.
     #[arg(long)]
     pub test: bool,
-    /// Also print its 28×28 pixel values (0-255) as a table.
+    /// Also print its 28×28 pixel values (0-255) as a table, with row and
+    /// column numbers, in two halves where the terminal is narrower than it.
     #[arg(long)]
     pub values: bool,
-    /// Also write it as a PNG file (light digit on black, as MNIST stores it).
+    /// Print the values as the network reads them, scaled to 0-1 (/255)
+    /// (implies --values).
+    #[arg(long)]
+    pub scaled: bool,
+    /// Also write it as a PNG file (dark digit on white, as the tutorial
+    /// draws it; --as-stored for MNIST's light on black).
     #[arg(long, value_name = "FILE")]
     pub png: Option<PathBuf>,
+    /// Write PNG files as MNIST stores the values: light digit on black.
+    #[arg(long, requires = "png")]
+    pub as_stored: bool,
     /// Enlarge the --png file N times (nearest neighbour; 1 keeps 28×28).
     #[arg(long, default_value_t = 1, value_name = "N", requires = "png",
           value_parser = in_range(1, MAX_SCALE))]
@@ -344,15 +361,24 @@ pub struct MisclassifiedArgs {
     #[arg(long, default_value_t = 1, value_name = "N", requires = "png",
           value_parser = in_range(1, MAX_SCALE))]
     pub scale: usize,
+    /// Write the --png files as MNIST stores the values: light digit on
+    /// black (by default dark on white, as the tutorial draws them).
+    #[arg(long, requires = "png")]
+    pub as_stored: bool,
     /// Also write one PNG of the chosen digits side by side, enlarged, with
-    /// "model P" and "true T" under each.
+    /// "model P NN%" and "true T" under each, under a title.
     #[arg(long, value_name = "FILE")]
     pub sheet: Option<PathBuf>,
     /// Quiz yourself: show each chosen digit unlabelled, read your guess from
-    /// stdin, then reveal the model's answer and the truth; ends with both scores.
+    /// stdin (q ends it), then reveal the model's answer and the truth; ends
+    /// with both scores.
     #[arg(long, conflicts_with_all = ["json", "no_render"])]
     pub quiz: bool,
-    /// Print a JSON array of {index, predicted, true, confidence} instead.
+    /// Quiz on --count random test digits, right or wrong, instead of the
+    /// mistakes: then the model's score means something too.
+    #[arg(long, requires = "quiz")]
+    pub random: bool,
+    /// Print a JSON array of {index, predicted, true, confidence, probabilities} instead.
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]

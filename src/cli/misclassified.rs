@@ -1,6 +1,9 @@
 //! `mnist-cnn misclassified`: the test images the model gets wrong, listed,
 //! drawn, written as pictures, or asked of the user as the tutorial's quiz.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use anyhow::{Result, anyhow, bail};
 
 use mnist_cnn::data::Examples;
@@ -63,7 +66,8 @@ pub fn run(args: &MisclassifiedArgs) -> Result<()> {
     }
     if let Some(dir) = &args.png {
         for (m, path) in mistakes.iter().zip(misclassified::png_paths(dir, mistakes)) {
-            picture::write_png(&path, test.images.image(m.index), args.scale)?;
+            let pixels = test.images.image(m.index);
+            picture::write_png(&path, pixels, args.scale, args.as_stored)?;
         }
     }
     if let Some(path) = &args.sheet {
@@ -84,33 +88,53 @@ pub fn run(args: &MisclassifiedArgs) -> Result<()> {
                 .take(MAX_SHEET)
                 .map(|m| misclassified::card(m, &test))
                 .collect();
-            picture::write_sheet(path, &cards)?;
+            let title = format!(
+                "{} of the {total} test images the model gets wrong ({})",
+                cards.len(),
+                args.model.paths(&args.data).stem().display()
+            );
+            picture::write_sheet(path, &title, &cards)?;
         }
     }
     if args.json {
         return Ok(print(serde_json::to_string(mistakes)?)?);
     }
+    let colour = term::stdout_is_terminal();
     if args.quiz {
-        quiz(mistakes, total, &test, &mut std::io::stdin().lock())?;
+        let (asked, intro) = if args.random {
+            let asked = misclassified::random(&evaluation, &test, args.count, args.seed);
+            let intro = format!(
+                "Quiz: {} random test images, some the model gets right, some wrong. \
+                 Which digit is each?",
+                asked.len()
+            );
+            (asked, intro)
+        } else {
+            let intro = format!(
+                "Quiz: {} of the {total} test images the model gets wrong. Which digit is each?",
+                mistakes.len()
+            );
+            (mistakes.clone(), intro)
+        };
+        quiz(
+            &asked,
+            &intro,
+            args.random,
+            &test,
+            colour,
+            &mut std::io::stdin().lock(),
+        )?;
     } else {
         print(format_args!(
             "{total} of {} test images misclassified; showing {}",
             test.len(),
             mistakes.len()
         ))?;
-        for m in mistakes {
-            print(format_args!(
-                "\n#{}: predicted {}, true {} (confidence {:.1}%)",
-                m.index,
-                m.predicted,
-                m.truth,
-                m.confidence * 100.0
-            ))?;
-            if !args.no_render {
-                let drawing = picture::render(test.images.image(m.index));
-                print(drawing.trim_end_matches('\n'))?;
-            }
-        }
+        let blocks: Vec<Vec<String>> = mistakes
+            .iter()
+            .map(|m| block(m, &test, !args.no_render, colour))
+            .collect();
+        print_side_by_side(&blocks, term::width())?;
     }
     if let Some(dir) = &args.png {
         print(format_args!("\nPNG files written to {}", dir.display()))?;
@@ -123,31 +147,131 @@ pub fn run(args: &MisclassifiedArgs) -> Result<()> {
     Ok(())
 }
 
-/// The tutorial's closing question, asked of the user: each mistake drawn
-/// without its labels, a guess read from `input`, then the model's answer
-/// and the truth. Ends with both scores, also when the input ends early.
+/// Visible width of one digit's block: the 28-column drawing and a gap.
+const BLOCK: usize = 32;
+
+/// One mistake as lines of at most [`BLOCK`] visible columns: what it is,
+/// its drawing (unless not asked for), and the ten probabilities as bars.
+fn block(m: &Mistake, test: &Examples, drawn: bool, colour: bool) -> Vec<String> {
+    let mut lines = vec![
+        format!("#{}: predicted {}, true {}", m.index, m.predicted, m.truth),
+        format!("confidence {:.1}%", m.confidence * 100.0),
+    ];
+    if drawn {
+        lines.extend(picture::render_compact(test.images.image(m.index), colour));
+    }
+    lines.push("0123456789 <- digit".to_string());
+    lines.push(format!(
+        "{} <- probability",
+        picture::probability_bars(&m.probabilities)
+    ));
+    lines
+}
+
+/// Prints blocks of lines side by side, as many to a row as `width`
+/// columns hold (at most five, the tutorial's row), a blank line between rows.
+fn print_side_by_side(blocks: &[Vec<String>], width: usize) -> std::io::Result<()> {
+    let per_row = (width / BLOCK).clamp(1, 5);
+    for row in blocks.chunks(per_row) {
+        print("")?;
+        let height = row.iter().map(Vec::len).max().unwrap_or(0);
+        for l in 0..height {
+            let mut line = String::new();
+            for (b, block) in row.iter().enumerate() {
+                let text = block.get(l).map_or("", String::as_str);
+                line.push_str(text);
+                if b + 1 < row.len() {
+                    // Colour codes take no columns: pad by what shows.
+                    let shown = visible_width(text);
+                    line.push_str(&" ".repeat(BLOCK.saturating_sub(shown)));
+                }
+            }
+            print(line.trim_end())?;
+        }
+    }
+    Ok(())
+}
+
+/// Columns `text` takes in a terminal: its characters, escape sequences aside.
+fn visible_width(text: &str) -> usize {
+    let mut width = 0;
+    let mut in_escape = false;
+    for c in text.chars() {
+        match (in_escape, c) {
+            (false, '\x1b') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+            (false, _) => width += 1,
+        }
+    }
+    width
+}
+
+/// The running score, shared with the Ctrl-C handler so that an
+/// interrupted quiz still ends with it.
+#[derive(Default)]
+struct Score {
+    yours: AtomicUsize,
+    model: AtomicUsize,
+    asked: AtomicUsize,
+}
+
+impl Score {
+    fn line(&self, random: bool) -> String {
+        let (yours, model, asked) = (
+            self.yours.load(Ordering::Relaxed),
+            self.model.load(Ordering::Relaxed),
+            self.asked.load(Ordering::Relaxed),
+        );
+        let mut line = format!("you: {yours}/{asked}, model: {model}/{asked}");
+        if !random && asked > 0 {
+            line.push_str(
+                " (the model scores 0 on its own mistakes; --quiz --random asks any test digits)",
+            );
+        }
+        line
+    }
+}
+
+/// The tutorial's closing question, asked of the user: each digit drawn
+/// without its labels under a line saying where the quiz stands (16 lines:
+/// an 80×24 terminal shows the question whole), a guess read from `input`,
+/// then the model's answer and the truth. `q`, the end of the input or
+/// Ctrl-C end it with the score so far.
 fn quiz(
-    mistakes: &[Mistake],
-    total: usize,
+    asked: &[Mistake],
+    intro: &str,
+    random: bool,
     test: &Examples,
+    colour: bool,
     input: &mut dyn std::io::BufRead,
 ) -> Result<()> {
-    print(format_args!(
-        "Quiz: {} of the {total} test images the model gets wrong. Which digit is each?",
-        mistakes.len()
-    ))?;
-    let (mut yours, mut asked) = (0, 0);
-    'digits: for (n, m) in mistakes.iter().enumerate() {
-        print(format_args!("\nDigit {} of {}:", n + 1, mistakes.len()))?;
-        print(picture::render(test.images.image(m.index)).trim_end_matches('\n'))?;
+    let score = Arc::new(Score::default());
+    let on_interrupt = Arc::clone(&score);
+    term::on_ctrl_c(move || {
+        let _ = print("");
+        let _ = print(format_args!("(stopped) {}", on_interrupt.line(random)));
+    });
+    print(intro)?;
+    'digits: for (n, m) in asked.iter().enumerate() {
+        let so_far = score.asked.load(Ordering::Relaxed);
+        print(format_args!(
+            "\nDigit {} of {} - you {}/{so_far} so far (q to stop)",
+            n + 1,
+            asked.len(),
+            score.yours.load(Ordering::Relaxed)
+        ))?;
+        for line in picture::render_compact(test.images.image(m.index), colour) {
+            print(line)?;
+        }
         let guess = loop {
             term::prompt("your answer (0-9): ")?;
             let mut line = String::new();
             if input.read_line(&mut line)? == 0 {
                 print("")?;
                 print(format_args!(
-                    "(input ended after {asked} of {})",
-                    mistakes.len()
+                    "(input ended after {so_far} of {})",
+                    asked.len()
                 ))?;
                 break 'digits;
             }
@@ -155,16 +279,25 @@ fn quiz(
                 d if d.len() == 1 && d.as_bytes()[0].is_ascii_digit() => {
                     break d.as_bytes()[0] - b'0';
                 }
-                other => note(format!("{other:?} is not a digit: type one of 0-9")),
+                "q" | "Q" | "quit" => {
+                    print(format_args!("(stopped after {so_far} of {})", asked.len()))?;
+                    break 'digits;
+                }
+                other => note(format!(
+                    "{other:?} is not a digit: type one of 0-9, or q to stop"
+                )),
             }
         };
-        asked += 1;
         let verdict = if guess == m.truth {
-            yours += 1;
+            score.yours.fetch_add(1, Ordering::Relaxed);
             "right"
         } else {
             "wrong"
         };
+        if m.predicted == m.truth {
+            score.model.fetch_add(1, Ordering::Relaxed);
+        }
+        score.asked.fetch_add(1, Ordering::Relaxed);
         print(format_args!(
             "you: {guess} ({verdict}) - model: {} ({:.1}% sure) - true: {} (test image #{})",
             m.predicted,
@@ -173,12 +306,6 @@ fn quiz(
             m.index
         ))?;
     }
-    let model = mistakes[..asked]
-        .iter()
-        .filter(|m| m.predicted == m.truth)
-        .count();
-    print(format_args!(
-        "\nyou: {yours}/{asked}, model: {model}/{asked}"
-    ))?;
+    print(format_args!("\n{}", score.line(random)))?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use mnist_cnn::picture;
 
 use super::args::ShowArgs;
 use super::common::{data_failed, shape};
-use crate::term::print;
+use crate::term::{self, print};
 
 pub fn run(args: &ShowArgs) -> Result<()> {
     let (split, set, x, y) = if args.test {
@@ -23,12 +23,22 @@ pub fn run(args: &ShowArgs) -> Result<()> {
             args.index
         ),
         _ => anyhow!(
-            "there is no {set} image {}: the {len} {set} images are numbered 0 to {}",
+            "there is no {set} image {}: the {len} {set} images are numbered 0 to {} \
+             (or -1 to -{len} from the end)",
             args.index,
             len - 1
         ),
     };
-    if args.index >= split.size() {
+    // Python's indexing: -1 is the last image of the set.
+    let position = |len: usize| -> Option<usize> {
+        let i = if args.index < 0 {
+            len as i64 + args.index
+        } else {
+            args.index
+        };
+        usize::try_from(i).ok().filter(|&i| i < len)
+    };
+    if position(split.size()).is_none() {
         return Err(out_of_range(split.size()));
     }
     if let Some(png) = &args.png {
@@ -37,26 +47,31 @@ pub fn run(args: &ShowArgs) -> Result<()> {
     }
     let dir = &args.data.data_dir;
     let data = data::load(dir, split).map_err(|e| data_failed(e, dir))?;
-    if args.index >= data.len() {
-        return Err(out_of_range(data.len()));
-    }
-    let pixels = data.images.image(args.index);
-    let label = data.labels[args.index];
+    let index = position(data.len()).ok_or_else(|| out_of_range(data.len()))?;
+    let pixels = data.images.image(index);
+    let label = data.labels[index];
     let one_hot: Vec<u8> = (0..CLASSES)
         .map(|c| u8::from(c == label as usize))
         .collect();
     if let Some(png) = &args.png {
-        picture::write_png(png, pixels, args.scale)?;
+        picture::write_png(png, pixels, args.scale, args.as_stored)?;
     }
     if args.json {
         let rows: Vec<&[u8]> = pixels.chunks(SIDE).collect();
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "set": if args.test { "test" } else { "train" },
-            "index": args.index,
+            "index": index,
             "label": label,
             "one_hot": one_hot,
             "pixels": rows,
         });
+        if args.scaled {
+            let scaled: Vec<Vec<f32>> = rows
+                .iter()
+                .map(|row| row.iter().map(|&p| p as f32 / 255.0).collect())
+                .collect();
+            json["scaled"] = serde_json::json!(scaled);
+        }
         return Ok(print(json)?);
     }
     print(format_args!(
@@ -64,14 +79,20 @@ pub fn run(args: &ShowArgs) -> Result<()> {
         shape(&[data.len(), SIDE, SIDE]),
         shape(&[data.len()])
     ))?;
-    print(format_args!("\n{x}[{}]:", args.index))?;
+    print(format_args!("\n{x}[{index}]:"))?;
     print(picture::render(pixels).trim_end_matches('\n'))?;
-    if args.values {
-        print("")?;
-        print(picture::values_table(pixels).trim_end_matches('\n'))?;
+    if args.values || args.scaled {
+        let what = if args.scaled {
+            "values / 255, as the network reads them"
+        } else {
+            "pixel values 0-255"
+        };
+        print(format_args!("\n{x}[{index}], {what} (row, then column):"))?;
+        let table = picture::values_table(pixels, args.scaled, term::width());
+        print(table.trim_end_matches('\n'))?;
     }
     let one_hot: Vec<String> = one_hot.iter().map(|v| format!("{v}.")).collect();
-    print(format_args!("\n{y}[{}]: {label}", args.index))?;
+    print(format_args!("\n{y}[{index}]: {label}"))?;
     print(format_args!("one-hot: [{}]", one_hot.join(" ")))?;
     if let Some(png) = &args.png {
         print(format_args!("PNG written to {}", png.display()))?;
