@@ -11,7 +11,8 @@ use thiserror::Error;
 use crate::files::{FileError, write_atomically};
 use crate::train::EpochStats;
 
-/// Size of the picture in pixels: two charts side by side.
+/// Size of the picture in pixels: two charts side by side, the legend
+/// below them (taller by a line per run beyond the first).
 pub const SIZE: (u32, u32) = (1000, 420);
 
 /// Colour of the training curves (matplotlib's first colour).
@@ -19,80 +20,221 @@ pub const TRAIN_COLOUR: RGBColor = RGBColor(0x1f, 0x77, 0xb4);
 /// Colour of the validation curves (matplotlib's second colour).
 pub const VALIDATION_COLOUR: RGBColor = RGBColor(0xff, 0x7f, 0x0e);
 
+/// The colours of the runs of a comparison, in turn: matplotlib's cycle.
+pub const RUN_COLOURS: [RGBColor; 10] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x7f, 0x7f, 0x7f),
+    RGBColor(0xbc, 0xbd, 0x22),
+    RGBColor(0x17, 0xbe, 0xcf),
+];
+
+/// Most runs one picture compares: one colour each.
+pub const MAX_RUNS: usize = RUN_COLOURS.len();
+
+/// A loss above this many times its lowest is drawn on a log scale, where
+/// a diverged run's 1e22 and a good run's 0.03 are both readable.
+const LOG_SCALE_ABOVE: f64 = 100.0;
+
+/// Height of one line of the legend.
+const LEGEND_LINE: u32 = 24;
+
 /// Why the curves could not be drawn or written.
 #[derive(Debug, Error)]
 pub enum PlotError {
     #[error("no epochs recorded yet: nothing to plot")]
     Empty,
+    #[error("at most {MAX_RUNS} runs fit one picture, not {0}")]
+    TooMany(usize),
     #[error("cannot draw the learning curves: {0}")]
     Draw(String),
     #[error(transparent)]
     File(#[from] FileError),
 }
 
-/// One chart: a quantity's training and validation values per epoch.
-struct Chart<'a> {
-    title: &'a str,
-    train: Vec<(f64, f64)>,
-    validation: Vec<(f64, f64)>,
-    /// The value axis: `(low, high)`.
-    range: (f64, f64),
+/// One run's curves and what the legend calls it.
+pub struct Run<'a> {
+    /// `None` for a picture of one run, whose legend says only "training"
+    /// and "validation".
+    pub name: Option<String>,
+    pub history: &'a [EpochStats],
+    /// What the validation figures were measured on.
+    pub validation: Option<&'a str>,
 }
 
-/// The SVG of `history`'s curves: loss on the left, accuracy on the right,
+/// One curve: its points, colour, legend text and whether it is dashed.
+struct Curve {
+    /// (epoch, value): epochs are whole, and so are the axis's ticks.
+    points: Vec<(i32, f64)>,
+    colour: RGBColor,
+    label: String,
+    dashed: bool,
+}
+
+/// One chart: a quantity's curves and the axis they are drawn on.
+struct Chart {
+    title: &'static str,
+    curves: Vec<Curve>,
+    /// The value axis: `(low, high)`, in log10 units when `log`.
+    range: (f64, f64),
+    log: bool,
+}
+
+/// The SVG of one run's curves: loss on the left, accuracy on the right,
 /// one point per epoch; `validation` names what the validation figures
 /// were measured on, for the legend.
 pub fn svg(history: &[EpochStats], validation: Option<&str>) -> Result<String, PlotError> {
-    if history.is_empty() {
+    svg_of_runs(&[Run {
+        name: None,
+        history,
+        validation,
+    }])
+}
+
+/// The SVG of several runs' curves on the same two charts, each run in its
+/// own colour (validation dashed), the legend naming each below the charts
+/// (so that it covers no point).
+pub fn svg_of_runs(runs: &[Run]) -> Result<String, PlotError> {
+    if runs.len() > MAX_RUNS {
+        return Err(PlotError::TooMany(runs.len()));
+    }
+    if runs.is_empty() || runs.iter().any(|r| r.history.is_empty()) {
         return Err(PlotError::Empty);
     }
-    let series = |f: &dyn Fn(&EpochStats) -> Option<f64>| -> Vec<(f64, f64)> {
-        history
+    let mut loss = Vec::new();
+    let mut accuracy = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        let series = |f: &dyn Fn(&EpochStats) -> Option<f64>| -> Vec<(i32, f64)> {
+            run.history
+                .iter()
+                .filter_map(|e| f(e).map(|v| (e.epoch as i32, v)))
+                .collect()
+        };
+        let validation = format!("validation ({})", run.validation.unwrap_or("held-out data"));
+        let (train_colour, val_colour, train_label, val_label, dashed) = match &run.name {
+            None => (
+                TRAIN_COLOUR,
+                VALIDATION_COLOUR,
+                "training".to_string(),
+                validation,
+                false,
+            ),
+            Some(name) => (
+                RUN_COLOURS[i],
+                RUN_COLOURS[i],
+                format!("{name}: training"),
+                format!("{name}: {validation}"),
+                true,
+            ),
+        };
+        for (chart, train, val) in [
+            (
+                &mut loss,
+                series(&|e| Some(e.loss)),
+                series(&|e| e.validation.map(|v| v.loss)),
+            ),
+            (
+                &mut accuracy,
+                series(&|e| Some(e.accuracy)),
+                series(&|e| e.validation.map(|v| v.accuracy)),
+            ),
+        ] {
+            chart.push(Curve {
+                points: train,
+                colour: train_colour,
+                label: train_label.clone(),
+                dashed: false,
+            });
+            if !val.is_empty() {
+                chart.push(Curve {
+                    points: val,
+                    colour: val_colour,
+                    label: val_label.clone(),
+                    dashed,
+                });
+            }
+        }
+    }
+    let values = |curves: &[Curve]| -> Vec<f64> {
+        curves
             .iter()
-            .filter_map(|e| f(e).map(|v| (e.epoch as f64, v)))
+            .flat_map(|c| c.points.iter().map(|p| p.1))
+            .filter(|v| v.is_finite())
             .collect()
     };
-    let loss = series(&|e| Some(e.loss));
-    let val_loss = series(&|e| e.validation.map(|v| v.loss));
-    let accuracy = series(&|e| Some(e.accuracy));
-    let val_accuracy = series(&|e| e.validation.map(|v| v.accuracy));
-    let highest = loss
+    let losses = values(&loss);
+    let highest = losses.iter().copied().fold(0.0, f64::max);
+    let smallest = losses
         .iter()
-        .chain(&val_loss)
-        .map(|p| p.1)
-        .fold(0.0, f64::max);
-    let lowest = accuracy
-        .iter()
-        .chain(&val_accuracy)
-        .map(|p| p.1)
-        .fold(1.0, f64::min);
+        .copied()
+        .filter(|&v| v > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let log = highest > LOG_SCALE_ABOVE * smallest;
+    let loss_range = if log {
+        for curve in &mut loss {
+            for p in &mut curve.points {
+                p.1 = p.1.max(smallest).log10();
+            }
+        }
+        (
+            smallest.log10().floor(),
+            highest.log10().ceil().max(smallest.log10().floor() + 1.0),
+        )
+    } else {
+        (0.0, nice_ceiling(highest * 1.05))
+    };
+    let lowest = values(&accuracy).into_iter().fold(1.0, f64::min);
     let charts = [
         Chart {
             title: "loss",
-            train: loss,
-            validation: val_loss,
-            range: (0.0, nice_ceiling(highest * 1.05)),
+            curves: loss,
+            range: loss_range,
+            log,
         },
         Chart {
             title: "accuracy",
-            train: accuracy,
-            validation: val_accuracy,
+            curves: accuracy,
             range: ((lowest * 10.0 - 0.5).floor().max(0.0) / 10.0, 1.0),
+            log: false,
         },
     ];
-    let first = history[0].epoch as f64;
-    let last = history[history.len() - 1].epoch as f64;
-    let epochs = (first - 0.5)..(last + 0.5);
-    let validation = format!("validation ({})", validation.unwrap_or("held-out data"));
+    let first = runs.iter().map(|r| r.history[0].epoch).min().unwrap_or(1);
+    let last = runs
+        .iter()
+        .map(|r| r.history[r.history.len() - 1].epoch)
+        .max()
+        .unwrap_or(1);
+    // The legend: each curve's label once, in the order drawn.
+    let mut legend: Vec<(&str, RGBColor, bool)> = Vec::new();
+    for curve in &charts[0].curves {
+        if !legend.iter().any(|(l, _, _)| *l == curve.label) {
+            legend.push((&curve.label, curve.colour, curve.dashed));
+        }
+    }
+    // Two entries a line where they fit, else one.
+    let columns = if legend.iter().all(|(l, _, _)| l.chars().count() <= 52) {
+        2
+    } else {
+        1
+    };
+    let legend_height = LEGEND_LINE * legend.len().div_ceil(columns) as u32 + 12;
+    let size = (SIZE.0, SIZE.1 - 2 * LEGEND_LINE + legend_height);
 
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, SIZE).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
         root.fill(&WHITE).map_err(draw_failed)?;
-        let halves = root.split_evenly((1, 2));
+        let (charts_area, legend_area) = root.split_vertically(size.1 - legend_height);
+        let halves = charts_area.split_evenly((1, 2));
         for (area, chart) in halves.iter().zip(&charts) {
-            draw(area, chart, epochs.clone(), &validation)?;
+            draw(area, chart, first, last)?;
         }
+        draw_legend(&legend_area, &legend, columns)?;
         root.present().map_err(draw_failed)?;
     }
     Ok(out)
@@ -108,6 +250,11 @@ pub fn write(
         path,
         svg(history, validation)?.as_bytes(),
     )?)
+}
+
+/// Writes [`svg_of_runs`] to `path` (atomically).
+pub fn write_runs(path: &Path, runs: &[Run]) -> Result<(), PlotError> {
+    Ok(write_atomically(path, svg_of_runs(runs)?.as_bytes())?)
 }
 
 fn draw_failed(e: impl std::fmt::Display) -> PlotError {
@@ -131,62 +278,112 @@ fn nice_ceiling(x: f64) -> f64 {
 fn draw<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     chart: &Chart,
-    epochs: std::ops::Range<f64>,
-    validation: &str,
+    first: usize,
+    last: usize,
 ) -> Result<(), PlotError> {
+    // Whole epochs, one to spare at each end, so that every tick is one.
+    let (first, last) = (first as i32, last as i32);
+    let epochs = first - 1..last + 1;
+    let title = if chart.log {
+        format!("{} (log scale)", chart.title)
+    } else {
+        chart.title.to_string()
+    };
     let mut ctx = ChartBuilder::on(area)
-        .caption(chart.title, ("sans-serif", 24))
+        .caption(&title, ("sans-serif", 24))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(64)
         .build_cartesian_2d(epochs, chart.range.0..chart.range.1)
         .map_err(draw_failed)?;
-    let whole = |x: &f64| {
-        if (x - x.round()).abs() < 1e-9 {
-            format!("{}", x.round())
+    let log = chart.log;
+    let value = move |y: &f64| {
+        if log {
+            // Ticks at whole powers of ten only.
+            if (y - y.round()).abs() < 1e-9 {
+                let v = 10f64.powf(y.round());
+                if (1e-3..1e4).contains(&v) {
+                    format!("{v}")
+                } else {
+                    format!("1e{}", y.round())
+                }
+            } else {
+                String::new()
+            }
         } else {
-            String::new()
+            format!("{y:.2}")
         }
     };
     ctx.configure_mesh()
         .x_desc("epoch")
         .y_desc(chart.title)
-        .x_label_formatter(&whole)
-        .y_label_formatter(&|y| format!("{y:.2}"))
+        .x_label_formatter(&|&x| {
+            if (first..=last).contains(&x) {
+                x.to_string()
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&value)
         .axis_desc_style(("sans-serif", 18))
         .label_style(("sans-serif", 15))
         .max_light_lines(0)
         .draw()
         .map_err(draw_failed)?;
-    for (points, colour, name) in [
-        (&chart.train, TRAIN_COLOUR, "training"),
-        (&chart.validation, VALIDATION_COLOUR, validation),
-    ] {
-        if points.is_empty() {
-            continue;
-        }
-        ctx.draw_series(LineSeries::new(
-            points.iter().copied(),
-            colour.stroke_width(2),
-        ))
-        .map_err(draw_failed)?
-        .label(name)
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], colour.stroke_width(2)));
-        ctx.draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled())))
+    for curve in &chart.curves {
+        let style = curve.colour.stroke_width(2);
+        if curve.dashed {
+            ctx.draw_series(DashedLineSeries::new(
+                curve.points.iter().copied(),
+                8,
+                5,
+                style,
+            ))
             .map_err(draw_failed)?;
-    }
-    let corner = if chart.title == "loss" {
-        SeriesLabelPosition::UpperRight
-    } else {
-        SeriesLabelPosition::LowerRight
-    };
-    ctx.configure_series_labels()
-        .position(corner)
-        .label_font(("sans-serif", 15))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
+        } else {
+            ctx.draw_series(LineSeries::new(curve.points.iter().copied(), style))
+                .map_err(draw_failed)?;
+        }
+        ctx.draw_series(
+            curve
+                .points
+                .iter()
+                .map(|&p| Circle::new(p, 4, curve.colour.filled())),
+        )
         .map_err(draw_failed)?;
+    }
+    Ok(())
+}
+
+/// The legend in its own strip under the charts, `columns` entries a
+/// line: a sample of each line and its label.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    entries: &[(&str, RGBColor, bool)],
+    columns: usize,
+) -> Result<(), PlotError> {
+    let column = (area.dim_in_pixel().0 as usize / columns) as i32;
+    for (n, (label, colour, dashed)) in entries.iter().enumerate() {
+        let x = 24 + (n % columns) as i32 * column;
+        let y = 12 + (n / columns) as i32 * LEGEND_LINE as i32;
+        let style = colour.stroke_width(2);
+        if *dashed {
+            for dash in 0..3 {
+                let x0 = x + dash * 11;
+                area.draw(&PathElement::new(vec![(x0, y), (x0 + 7, y)], style))
+                    .map_err(draw_failed)?;
+            }
+        } else {
+            area.draw(&PathElement::new(vec![(x, y), (x + 30, y)], style))
+                .map_err(draw_failed)?;
+        }
+        area.draw(&Text::new(
+            label.to_string(),
+            (x + 40, y - 8),
+            ("sans-serif", 15).into_font().color(&BLACK),
+        ))
+        .map_err(draw_failed)?;
+    }
     Ok(())
 }
 
@@ -252,5 +449,94 @@ mod tests {
         let svg = super::svg(&[epoch(1, 0.9, 0.7, None)], None).unwrap();
         assert!(!svg.contains("validation"));
         assert!(texts(&svg).iter().any(|w| w == "training"));
+    }
+
+    /// The y coordinate of the text element whose content is `text`.
+    fn text_y(svg: &str, text: &str) -> f64 {
+        let tag = svg
+            .split("<text ")
+            .skip(1)
+            .find(|t| t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()].trim() == text)
+            .unwrap_or_else(|| panic!("no text {text:?}"));
+        let at = tag.find("y=\"").unwrap() + 3;
+        tag[at..at + tag[at..].find('"').unwrap()].parse().unwrap()
+    }
+
+    #[test]
+    fn epoch_ticks_are_whole_epochs_only() {
+        let history = [epoch(1, 0.9, 0.7, None), epoch(2, 0.4, 0.88, None)];
+        let svg = svg(&history, None).unwrap();
+        let numbers: Vec<String> = texts(&svg)
+            .into_iter()
+            .filter(|t| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit()))
+            .collect();
+        assert_eq!(numbers, ["1", "2", "1", "2"], "x ticks of both charts");
+    }
+
+    #[test]
+    fn a_runaway_loss_is_drawn_on_a_log_scale() {
+        let history = [epoch(1, 7.6e10, 0.09, None), epoch(2, 452.4, 0.11, None)];
+        let svg = svg(&history, None).unwrap();
+        let words = texts(&svg);
+        assert!(words.iter().any(|w| w == "loss (log scale)"), "{words:?}");
+        for tick in ["1e11", "1000", "100"] {
+            assert!(words.iter().any(|w| w == tick), "{tick} missing: {words:?}");
+        }
+        // An ordinary run keeps its linear axis.
+        let ordinary = [epoch(1, 0.35, 0.89, None), epoch(2, 0.12, 0.96, None)];
+        assert!(!super::svg(&ordinary, None).unwrap().contains("log scale"));
+    }
+
+    #[test]
+    fn several_runs_share_the_charts_each_named_in_its_colour_below_them() {
+        let a = [
+            epoch(1, 0.9, 0.7, Some((0.5, 0.85))),
+            epoch(2, 0.4, 0.88, None),
+        ];
+        let b = [
+            epoch(1, 0.6, 0.8, None),
+            epoch(2, 0.3, 0.9, None),
+            epoch(3, 0.2, 0.93, None),
+        ];
+        let runs = [
+            Run {
+                name: Some("sgd run".into()),
+                history: &a,
+                validation: Some("the 10000 test images"),
+            },
+            Run {
+                name: Some("adam run".into()),
+                history: &b,
+                validation: None,
+            },
+        ];
+        let svg = svg_of_runs(&runs).unwrap();
+        let words = texts(&svg);
+        for label in [
+            "sgd run: training",
+            "sgd run: validation (the 10000 test images)",
+            "adam run: training",
+        ] {
+            assert!(words.iter().any(|w| w == label), "{label}: {words:?}");
+        }
+        for colour in &RUN_COLOURS[..2] {
+            let stroke = format!(
+                "stroke=\"#{:02X}{:02X}{:02X}\"",
+                colour.0, colour.1, colour.2
+            );
+            assert!(svg.contains(&stroke), "{stroke}");
+        }
+        // The legend is under the axes' names: it covers no point.
+        let below = text_y(&svg, "epoch");
+        assert!(text_y(&svg, "adam run: training") > below);
+        assert!(matches!(svg_of_runs(&[]), Err(PlotError::Empty)));
+        let many: Vec<Run> = (0..=MAX_RUNS)
+            .map(|_| Run {
+                name: Some("r".into()),
+                history: &a,
+                validation: None,
+            })
+            .collect();
+        assert!(matches!(svg_of_runs(&many), Err(PlotError::TooMany(11))));
     }
 }

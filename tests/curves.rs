@@ -297,3 +297,54 @@ fn plot_draws_the_curves_of_a_saved_model() {
         "is a folder, not a file",
     );
 }
+
+/// `plot --model A --model B --out F` draws both runs on one picture, in
+/// the first two colours of matplotlib's cycle, each named with its
+/// settings; several models without `--out` are refused.
+#[test]
+fn plot_compares_several_runs_on_one_picture() {
+    let (dir, validated, plain) = runs();
+    let out = dir.path().join("both.svg");
+    let said = stdout_of(
+        mnist_cnn()
+            .arg("plot")
+            .arg("--model")
+            .arg(&validated.model)
+            .arg("--model")
+            .arg(&plain.model)
+            .arg("--out")
+            .arg(&out),
+    );
+    assert!(
+        said.contains("Learning curves of 2 models (validated, plain)"),
+        "{said}"
+    );
+    let svg = std::fs::read_to_string(&out).unwrap();
+    for (colour, run) in mnist_cnn::plot::RUN_COLOURS.iter().zip([validated, plain]) {
+        // Each run's training curve in its colour, one point per epoch.
+        let lines = curves(&svg, *colour, EPOCHS);
+        assert!(!lines.is_empty(), "no curve in {colour:?}");
+        let losses: Vec<f64> = metadata(&run.model)
+            .history
+            .iter()
+            .map(|e| e.loss)
+            .collect();
+        let ys: Vec<f64> = lines[0].iter().map(|p| p.1).collect();
+        on_one_axis(&ys, &losses);
+    }
+    for label in [
+        "validated (sgd, lr 0.01, dropout 0.25, seed 42): training",
+        "plain (sgd, lr 0.01, dropout 0.25, seed 42): training",
+    ] {
+        assert!(svg.contains(label), "{label}");
+    }
+    common::fails_with(
+        mnist_cnn()
+            .arg("plot")
+            .arg("--model")
+            .arg(&validated.model)
+            .arg("--model")
+            .arg(&plain.model),
+        "say where it goes with --out FILE.svg",
+    );
+}

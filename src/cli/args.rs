@@ -389,10 +389,13 @@ pub struct MisclassifiedArgs {
 pub struct PlotArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    #[command(flatten)]
-    pub model: ModelArgs,
+    /// The model whose curves to draw (PATH.json, its record). Repeat it to
+    /// draw several runs on one picture, each in its colour, the legend
+    /// naming each with its settings. [default: DIR/model, DIR being --data-dir]
+    #[arg(long = "model", value_name = "PATH")]
+    pub models: Vec<PathBuf>,
     /// The SVG file to write. [default: the model's PATH.svg, which `train`
-    /// also rewrites after every epoch]
+    /// also rewrites after every epoch; needed with several models]
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
 }
