@@ -9,7 +9,7 @@ use mnist_cnn::files::check_writable;
 use mnist_cnn::train::Metadata;
 
 use super::args::ExportArgs;
-use super::common::model_failed;
+use super::common::{describe, model_failed};
 use crate::term::print;
 
 pub fn run(args: &ExportArgs) -> Result<()> {
@@ -24,6 +24,10 @@ pub fn run(args: &ExportArgs) -> Result<()> {
     let (model, metadata) = paths
         .load::<Metadata>(&backend::host_device())
         .map_err(|e| model_failed(e, &paths))?;
+    print(format_args!(
+        "Model: {}",
+        describe(&paths, metadata.as_ref())
+    ))?;
     export::export(&model, metadata.as_ref(), out)?;
     print(format_args!(
         "{} exported to {} ({} parameters in Keras's layout: {})",

@@ -148,7 +148,7 @@ pub fn run(args: &MisclassifiedArgs) -> Result<()> {
 }
 
 /// Visible width of one digit's block: the 28-column drawing and a gap.
-const BLOCK: usize = 32;
+const BLOCK: usize = 30;
 
 /// One mistake as lines of at most [`BLOCK`] visible columns: what it is,
 /// its drawing (unless not asked for), and the ten probabilities as bars.
