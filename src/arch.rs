@@ -109,14 +109,6 @@ pub fn summary() -> String {
     out
 }
 
-/// `1 mirror`, `2 mirrors`: a count and its noun, in the plural unless one.
-pub fn count(n: usize, noun: &str) -> String {
-    match n {
-        1 => format!("1 {noun}"),
-        _ => format!("{n} {noun}s"),
-    }
-}
-
 /// `2561738` → `2,561,738`.
 pub fn group_digits(n: usize) -> String {
     let s = n.to_string();

@@ -69,7 +69,7 @@ pub struct BenchResult {
     pub peak_rss_mb: Option<f64>,
 }
 
-/// Times `steps` SGD steps of the real training loop, then one evaluation
+/// Times `steps` training steps of the real training loop, then one evaluation
 /// pass over `test`, then the floor.
 pub fn run(
     config: &BenchConfig,

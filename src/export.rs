@@ -88,6 +88,11 @@ pub fn header(metadata: Option<&Metadata>) -> HashMap<String, String> {
     if let Some(m) = metadata {
         header.insert("epochs".into(), m.epochs_done().to_string());
         header.insert("train_data_sha256".into(), m.train_data_sha256.clone());
+        // The training settings beside the architecture (whose dropout is
+        // the tutorial's, the network's identity; the rate trained with is here).
+        header.insert("optimizer".into(), m.config.optimizer.describe());
+        header.insert("learning_rate".into(), m.config.learning_rate.to_string());
+        header.insert("dropout".into(), m.config.dropout.to_string());
         if let Some(test) = m.test {
             header.insert("test_accuracy".into(), test.accuracy.to_string());
             header.insert("test_loss".into(), test.loss.to_string());

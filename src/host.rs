@@ -1,5 +1,5 @@
 //! The network computed on the host, over buffers that live from batch to
-//! batch: the SGD training step (forward pass, loss, backward pass and the
+//! batch: the training step (forward pass, loss, backward pass and the
 //! parameter update of one batch) and inference. This is where the weights
 //! change when training runs on a CPU backend, and what `eval` runs there; Burn's autodiff and `Optimizer`
 //! ([`crate::train::Engine::Burn`]) compute the same step, and the tests hold
@@ -161,7 +161,7 @@ impl HostNet {
         Cnn::from_parameters(parameters, device)
     }
 
-    /// One SGD step on the examples at `indices`, with the dropout mask of
+    /// One training step on the examples at `indices`, with the dropout mask of
     /// `dropout_seed`; returns the batch's mean loss and how many it
     /// classified correctly (before the update).
     pub fn step(&mut self, data: &Examples, indices: &[usize], dropout_seed: u64) -> (f64, usize) {

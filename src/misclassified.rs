@@ -12,7 +12,8 @@ use crate::data::Examples;
 use crate::eval::Evaluation;
 use crate::picture::{BLACK, Card, GREY, RED};
 
-/// One misclassified test image.
+/// One test image with the model's answer: a mistake, except in the
+/// random quiz ([`random`]), which asks any test images.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Mistake {
     /// Index in the test set (0-based).
@@ -20,7 +21,7 @@ pub struct Mistake {
     pub predicted: u8,
     #[serde(rename = "true")]
     pub truth: u8,
-    /// The model's probability for its (wrong) prediction.
+    /// The model's probability for its prediction.
     pub confidence: f32,
     /// The model's probability for each digit 0-9.
     pub probabilities: [f32; 10],

@@ -26,7 +26,7 @@ pub enum Optimizer {
 
 /// Adam's constants.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdamConstants {
+pub(crate) struct AdamConstants {
     pub beta_1: f32,
     pub beta_2: f32,
     pub epsilon: f32,
@@ -37,7 +37,7 @@ impl Optimizer {
     /// The momentum of [`Optimizer::Momentum`]: the value Keras's examples use.
     pub const MOMENTUM: f32 = 0.9;
     /// Keras's defaults for `Adam()`.
-    pub const ADAM: AdamConstants = AdamConstants {
+    pub(crate) const ADAM: AdamConstants = AdamConstants {
         beta_1: 0.9,
         beta_2: 0.999,
         epsilon: 1e-7,
@@ -214,6 +214,28 @@ mod tests {
             expected.push(w);
         }
         close(&adam, &expected);
+    }
+
+    /// Where Adam's ε goes shows only on tiny gradients: Burn's (and
+    /// PyTorch's) `m̂/(√v̂ + ε)`, not Keras's `m/(√v + ε)` with the bias
+    /// corrections in the rate, which is `m̂/(√v̂ + ε/√(1-β₂ᵗ))`.
+    #[test]
+    fn adam_adds_epsilon_to_the_corrected_root() {
+        let g = 1e-8f32;
+        let mut update = HostUpdate::new(Optimizer::Adam, 0.01, 1);
+        let mut w = [0.0f32];
+        update.begin_step();
+        update.apply(0, &mut w, &[g]);
+        // t = 1: m̂ = g, √v̂ = g, so the step is lr·g/(g + ε).
+        let expected = -0.01 * (g as f64) / (g as f64 + 1e-7);
+        assert!(
+            (w[0] as f64 - expected).abs() < 1e-9,
+            "{} against {expected}",
+            w[0]
+        );
+        // Keras's placement would give lr·g/(g + ε/√0.001) here, 29x smaller.
+        let keras = -0.01 * (g as f64) / (g as f64 + 1e-7 / 0.001f64.sqrt());
+        assert!((w[0] as f64 - keras).abs() > 1e-4);
     }
 
     #[test]

@@ -11,8 +11,9 @@ use thiserror::Error;
 use crate::files::{FileError, write_atomically};
 use crate::train::EpochStats;
 
-/// Size of the picture in pixels: two charts side by side, the legend
-/// below them (taller by a line per run beyond the first).
+/// Size of the picture in pixels with a legend of two lines: two charts
+/// side by side, the legend below them (the height grows or shrinks by a
+/// line of the legend).
 pub const SIZE: (u32, u32) = (1000, 420);
 
 /// Colour of the training curves (matplotlib's first colour).

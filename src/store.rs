@@ -327,11 +327,13 @@ impl ModelPaths {
         Ok((self.decode(weights, device)?, metadata))
     }
 
-    /// Removes the model's files (the weights first, so that no reader finds
-    /// a record without them), unless a run is writing it.
+    /// Removes the model's files, unless a run is writing it. The weights
+    /// go last: a removal cut short leaves them, which a listing still
+    /// finds (by its `.bpk`) and a second removal takes; never a record
+    /// that no listing would show.
     pub fn remove(&self) -> Result<(), StoreError> {
         let _lock = self.lock()?;
-        for path in [&self.weights, &self.metadata, &self.plot, &self.pending] {
+        for path in [&self.pending, &self.plot, &self.metadata, &self.weights] {
             match fs::remove_file(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}

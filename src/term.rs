@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use mnist_cnn::download::{self, FetchError, Mirror};
-use mnist_cnn::train::{self, EpochStats};
+use mnist_cnn::train::{self, EpochStats, Trouble};
 
 /// Set once stdout's reader has gone; nothing more is written to it.
 static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
@@ -68,9 +68,10 @@ fn stderr_is_terminal() -> bool {
     io::stderr().is_terminal()
 }
 
-/// Whether stdout is a terminal, where pictures may be drawn in colour.
-pub fn stdout_is_terminal() -> bool {
-    io::stdout().is_terminal()
+/// Whether pictures are drawn in colour: on a terminal, unless `NO_COLOR`
+/// (no-color.org) is set.
+pub fn colour() -> bool {
+    io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Columns to fit what is printed into: the terminal's width, else
@@ -250,18 +251,25 @@ impl train::Progress for TrainProgress {
             "Epoch {}/{epochs} - {:.1}s - loss: {:.4} - accuracy: {:.4}{validation}",
             stats.epoch, stats.seconds, stats.loss, stats.accuracy
         ));
-        if stats.diverging(self.previous.as_ref()) {
+        if let Some(trouble) = stats.trouble(self.previous.as_ref()) {
+            let loss = if stats.loss < 1e4 {
+                format!("{:.4}", stats.loss)
+            } else {
+                format!("{:.2e}", stats.loss)
+            };
+            let what = match trouble {
+                Trouble::Diverging => "training is diverging",
+                Trouble::AtChance => "the network is learning nothing",
+            };
+            let dropout = match trouble {
+                Trouble::AtChance => " (or less --dropout)",
+                Trouble::Diverging => "",
+            };
             note(format!(
-                "warning: training is diverging (loss {}, accuracy {:.4}; chance is loss \
-                 2.3026, accuracy 0.1): stop it with Ctrl-C and try a smaller learning rate, \
-                 such as --learning-rate {}",
-                if stats.loss < 1e4 {
-                    format!("{:.4}", stats.loss)
-                } else {
-                    format!("{:.2e}", stats.loss)
-                },
-                stats.accuracy,
-                self.calmer
+                "warning: {what} (loss {loss}, accuracy {:.4}; chance is loss 2.3026, accuracy \
+                 0.1): stop it with Ctrl-C and try a smaller learning rate, such as \
+                 --learning-rate {}{dropout}",
+                stats.accuracy, self.calmer
             ));
         }
         self.previous = Some(stats.clone());

@@ -134,6 +134,14 @@ fn the_exported_file_computes_the_models_probabilities_in_keras_layout() {
     assert_eq!(header["epochs"], "1");
     assert_eq!(header["train_data_sha256"], meta.train_data_sha256);
     assert_eq!(
+        (
+            &header["optimizer"][..],
+            &header["learning_rate"][..],
+            &header["dropout"][..]
+        ),
+        ("sgd", "0.01", "0.25")
+    );
+    assert_eq!(
         header["test_accuracy"],
         meta.test.unwrap().accuracy.to_string()
     );

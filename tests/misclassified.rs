@@ -95,11 +95,19 @@ fn misclassified_draws_digits_and_writes_pngs() {
     let headers: Vec<&str> = out.lines().filter(|l| l.starts_with('#')).collect();
     assert_eq!(headers.len(), 1, "one row of two: {out}");
     assert_eq!(headers[0].matches(": predicted ").count(), 2, "{out}");
-    let drawn: Vec<&str> = out
-        .lines()
-        .filter(|l| !l.is_empty() && l.chars().all(|c| " ▀▄█".contains(c)))
-        .collect();
-    assert!(drawn.len() >= 8, "{out}");
+    // The 14 lines of the drawings lie between the confidence line and
+    // the digits' line.
+    let lines: Vec<&str> = out.lines().collect();
+    let top = lines
+        .iter()
+        .position(|l| l.starts_with("confidence "))
+        .unwrap();
+    let drawn = &lines[top + 1..top + 15];
+    assert!(
+        drawn.iter().all(|l| l.chars().all(|c| " ▀▄█".contains(c))),
+        "{out}"
+    );
+    assert!(lines[top + 15].starts_with("0123456789 <- digit"), "{out}");
     assert!(drawn.iter().any(|l| l.contains('█')));
     let bars = out.lines().find(|l| l.contains("<- probability")).unwrap();
     assert_eq!(bars.matches("<- probability").count(), 2, "{out}");

@@ -169,6 +169,46 @@ fn a_model_being_trained_is_not_removed() {
 }
 
 #[test]
+fn a_folder_not_made_yet_holds_no_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, _) = succeeds(mnist_cnn().arg("models").arg(dir.path().join("data")));
+    assert!(out.starts_with("no models in "), "{out}");
+    assert!(out.contains("`mnist-cnn train` makes one"), "{out}");
+}
+
+/// A weights file dated before 1970 (a copied file's clock) is read and
+/// named without a date, not a panic.
+#[test]
+fn a_model_with_an_impossible_date_is_named_without_it() {
+    let (source, _) = folder();
+    let dir = tempfile::tempdir().unwrap();
+    for ext in ["bpk", "json"] {
+        std::fs::copy(
+            source.path().join(format!("model.{ext}")),
+            dir.path().join(format!("old.{ext}")),
+        )
+        .unwrap();
+    }
+    let weights = std::fs::File::options()
+        .write(true)
+        .open(dir.path().join("old.bpk"))
+        .unwrap();
+    let long_ago =
+        std::time::SystemTime::UNIX_EPOCH - std::time::Duration::from_secs(86_400 * 3650);
+    weights.set_modified(long_ago).unwrap();
+    drop(weights);
+    let (out, _) = succeeds(&mut with_model("eval", &dir.path().join("old")));
+    let first = out.lines().next().unwrap();
+    assert!(first.contains("(1 epoch, test accuracy 0."), "{first}");
+    assert!(first.ends_with(')') && !first.contains("saved"), "{first}");
+    let (listing, _) = succeeds(mnist_cnn().arg("models").arg(dir.path()));
+    assert!(
+        listing.lines().nth(1).unwrap().starts_with("old "),
+        "{listing}"
+    );
+}
+
+#[test]
 fn bare_mnist_cnn_says_where_to_start_and_succeeds() {
     let (out, _) = succeeds(&mut mnist_cnn());
     let steps = [
@@ -197,10 +237,20 @@ fn bare_mnist_cnn_says_where_to_start_and_succeeds() {
 fn a_safetensors_export_given_as_a_model_is_named_for_what_it_is() {
     let (_dir, model) = folder();
     let out = tempfile::tempdir().unwrap();
-    // Without --out, the export goes beside the model.
+    // Without --out, the export goes beside the model, a backup's beside
+    // the backup (model.1.safetensors, not model.safetensors).
     let exported = model.with_extension("safetensors");
     let (said, _) = succeeds(mnist_cnn().arg("export").arg("--model").arg(model));
     assert!(said.contains(&exported.display().to_string()), "{said}");
+    let backup = model.with_file_name("model.1");
+    let (said, _) = succeeds(mnist_cnn().arg("export").arg("--model").arg(&backup));
+    let beside = model.with_file_name("model.1.safetensors");
+    assert!(
+        said.contains(&format!("exported to {}", beside.display())),
+        "{said}"
+    );
+    assert!(beside.is_file());
+    std::fs::remove_file(&beside).unwrap();
     let copy = out.path().join("weights.safetensors");
     std::fs::rename(&exported, &copy).unwrap();
     fails_with(

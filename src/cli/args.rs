@@ -94,10 +94,12 @@ fn optimizer(s: &str) -> Result<Optimizer, String> {
         .ok_or_else(|| format!("must be one of: {}", Optimizer::NAMES.join(", ")))
 }
 
+/// A dropout rate, rounded to the mask's resolution (1/256), so that the
+/// rate recorded and the scale applied are those of the mask drawn.
 fn dropout(s: &str) -> Result<f64, String> {
     let max = TrainConfig::MAX_DROPOUT;
     match s.parse::<f64>() {
-        Ok(x) if (0.0..=max).contains(&x) => Ok(x),
+        Ok(x) if (0.0..=max).contains(&x) => Ok((x * 256.0).round() / 256.0),
         _ => Err(format!("must be a number from 0 to {max} (255/256)")),
     }
 }
@@ -133,16 +135,16 @@ pub struct BackendArgs {
 
 #[derive(Debug, Args)]
 pub struct EngineArgs {
-    /// How each SGD step is computed: host (the fast path, CPU only) or burn
-    /// (Burn's autodiff and SGD; the reference). [default: host on a CPU
+    /// How each training step is computed: host (the fast path, CPU only) or burn
+    /// (Burn's autodiff and optimisers; the reference). [default: host on a CPU
     /// backend, burn on a GPU]
     #[arg(long, value_name = "ENGINE", value_parser = engine)]
     pub engine: Option<Engine>,
 }
 
 /// `--engine`'s help for `train`, where a checkpoint's engine is the default.
-const TRAIN_ENGINE_HELP: &str = "How each SGD step is computed: host (the fast path, CPU only) \
-    or burn (Burn's autodiff and SGD; the reference). [default: host on a CPU backend, burn on \
+const TRAIN_ENGINE_HELP: &str = "How each training step is computed: host (the fast path, CPU only) \
+    or burn (Burn's autodiff and optimisers; the reference). [default: host on a CPU backend, burn on \
     a GPU; with --resume, the checkpoint's]";
 
 #[derive(Debug, Args)]
@@ -227,7 +229,7 @@ pub struct TrainArgs {
           help = train_default("Epochs to train to.", TrainConfig::DEFAULT.epochs))]
     pub epochs: Option<usize>,
     #[arg(long, value_name = "N", value_parser = in_range(1, TrainConfig::MAX_BATCH_SIZE),
-          help = train_default("Images per SGD step.", TrainConfig::DEFAULT.batch_size))]
+          help = train_default("Images per training step.", TrainConfig::DEFAULT.batch_size))]
     pub batch_size: Option<usize>,
     #[arg(long, value_name = "RATE", value_parser = learning_rate, allow_negative_numbers = true,
           help = train_default("Learning rate.", format_args!("{} for sgd and momentum, {} for adam",
@@ -376,7 +378,7 @@ pub struct MisclassifiedArgs {
     pub quiz: bool,
     /// Quiz on --count random test digits, right or wrong, instead of the
     /// mistakes: then the model's score means something too.
-    #[arg(long, requires = "quiz")]
+    #[arg(long, requires = "quiz", conflicts_with_all = ["all", "png", "sheet"])]
     pub random: bool,
     /// Print a JSON array of {index, predicted, true, confidence, probabilities} instead.
     #[arg(long)]

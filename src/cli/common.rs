@@ -7,7 +7,6 @@ use std::time::SystemTime;
 
 use anyhow::anyhow;
 
-use mnist_cnn::arch;
 use mnist_cnn::backend;
 use mnist_cnn::data::DataError;
 use mnist_cnn::download::{DownloadError, MIRROR_ENV};
@@ -43,17 +42,26 @@ pub fn data_failed(e: DataError, dir: &Path) -> anyhow::Error {
     }
 }
 
+/// Whether `--model` named a safetensors file that exists (an export).
+fn is_export(paths: &ModelPaths) -> bool {
+    let stem = paths.stem();
+    stem.extension().is_some_and(|e| e == "safetensors") && stem.is_file()
+}
+
+/// `1 model`, `2 models`: a count and its noun, in the plural unless one.
+pub fn count(n: usize, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
 /// Adds to a model-file failure the command that makes a good one.
 pub fn model_failed(e: StoreError, paths: &ModelPaths) -> anyhow::Error {
     let fix = format!("mnist-cnn train --model {}", paths.stem().display());
     match e {
         // `--model x.safetensors` names an export, which no command reads.
-        StoreError::Missing { .. }
-            if paths
-                .weights
-                .to_string_lossy()
-                .ends_with(".safetensors.bpk") =>
-        {
+        StoreError::Missing { .. } if is_export(paths) => {
             anyhow!(
                 "{} is an export for other tools (Keras, PyTorch, numpy), which mnist-cnn \
                  writes but does not read: give --model the model it was exported from \
@@ -96,7 +104,7 @@ pub fn describe(paths: &ModelPaths, metadata: Option<&Metadata>) -> String {
     let mut facts = Vec::new();
     match metadata {
         Some(m) => {
-            facts.push(arch::count(m.epochs_done(), "epoch"));
+            facts.push(count(m.epochs_done(), "epoch"));
             if let Some(test) = m.test {
                 facts.push(format!("test accuracy {:.4}", test.accuracy));
             }
@@ -109,9 +117,16 @@ pub fn describe(paths: &ModelPaths, metadata: Option<&Metadata>) -> String {
     format!("{} ({})", paths.weights.display(), facts.join(", "))
 }
 
-/// When `path` was last written, to the minute, in UTC.
+/// When `path` was last written, to the minute, in UTC; `None` for a
+/// time the calendar cannot show (before 1970 or after 9999, which a
+/// copied file's clock can give).
 pub fn saved_at(path: &Path) -> Option<String> {
+    const YEAR_10000: u64 = 253_402_300_800;
     let modified: SystemTime = std::fs::metadata(path).ok()?.modified().ok()?;
+    let since = modified.duration_since(SystemTime::UNIX_EPOCH).ok()?;
+    if since.as_secs() >= YEAR_10000 {
+        return None;
+    }
     let stamp = humantime::format_rfc3339_seconds(modified).to_string();
     // 2026-12-01T10:40:12Z
     Some(format!("{} {} UTC", stamp.get(..10)?, stamp.get(11..16)?))

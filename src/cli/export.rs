@@ -14,7 +14,10 @@ use crate::term::print;
 
 pub fn run(args: &ExportArgs) -> Result<()> {
     let paths = args.model.paths(&args.data);
-    let beside = paths.stem().with_extension("safetensors");
+    // PATH.safetensors beside PATH.bpk, dots in PATH kept (model.1 is a backup).
+    let mut beside = paths.stem().into_os_string();
+    beside.push(".safetensors");
+    let beside = std::path::PathBuf::from(beside);
     let out = args.out.as_ref().unwrap_or(&beside);
     check_writable(out)?;
     // The weights and the record that describes them, read as one pair

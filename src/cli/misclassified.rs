@@ -25,7 +25,7 @@ pub fn run(args: &MisclassifiedArgs) -> Result<()> {
         let named_as_picture = dir
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("png"));
-        if dir.is_file() || named_as_picture {
+        if dir.is_file() || (named_as_picture && !dir.is_dir()) {
             bail!(
                 "--png wants a folder, to write each digit into as its own PNG file; {} {}: \
                  for one picture of them all, use --sheet FILE",
@@ -58,7 +58,7 @@ pub fn run(args: &MisclassifiedArgs) -> Result<()> {
     let count = (!args.all).then_some(args.count);
     let picked = misclassified::pick(&evaluation, &test, count, args.seed);
     let (total, mistakes) = (picked.total, &picked.mistakes);
-    if let Some(n) = count.filter(|&n| n > total) {
+    if let Some(n) = count.filter(|&n| n > total && !args.random) {
         note(format!(
             "only {total} of {} test images are misclassified (asked for {n})",
             test.len()
@@ -99,7 +99,7 @@ pub fn run(args: &MisclassifiedArgs) -> Result<()> {
     if args.json {
         return Ok(print(serde_json::to_string(mistakes)?)?);
     }
-    let colour = term::stdout_is_terminal();
+    let colour = term::colour();
     if args.quiz {
         let (asked, intro) = if args.random {
             let asked = misclassified::random(&evaluation, &test, args.count, args.seed);

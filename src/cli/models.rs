@@ -3,17 +3,22 @@
 
 use anyhow::{Result, anyhow};
 
-use mnist_cnn::arch;
-use mnist_cnn::store::{self, ModelPaths};
+use mnist_cnn::store::{self, ModelPaths, StoreError};
 use mnist_cnn::train::Metadata;
 
 use super::args::ModelsArgs;
-use super::common::saved_at;
+use super::common::{count, saved_at};
 use crate::term::print;
 
 pub fn run(args: &ModelsArgs) -> Result<()> {
     let folder = args.folder.as_ref().unwrap_or(&args.data.data_dir);
-    let models = store::models_in(folder)?;
+    // A folder not made yet (a fresh clone's data/) holds no models.
+    let models = match store::models_in(folder) {
+        Err(StoreError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            Vec::new()
+        }
+        listed => listed?,
+    };
     if !args.remove.is_empty() {
         return remove(&args.remove, &models, folder);
     }
@@ -68,7 +73,7 @@ pub fn run(args: &ModelsArgs) -> Result<()> {
     let total: u64 = rows.iter().map(|r| r.bytes).sum();
     print(format_args!(
         "{} in {}, {:.1} MB; remove one with `mnist-cnn models --remove NAME`",
-        arch::count(rows.len(), "model"),
+        count(rows.len(), "model"),
         folder.display(),
         total as f64 / 1e6
     ))?;
@@ -114,7 +119,7 @@ fn name(paths: &ModelPaths) -> String {
 /// Removes the models named, each one only if it is in the listing (so no
 /// other file is ever touched), all checked before any goes.
 fn remove(names: &[String], models: &[ModelPaths], folder: &std::path::Path) -> Result<()> {
-    let chosen: Vec<&ModelPaths> = names
+    let mut chosen: Vec<&ModelPaths> = names
         .iter()
         .map(|wanted| {
             let wanted = wanted.strip_suffix(".bpk").unwrap_or(wanted);
@@ -127,6 +132,8 @@ fn remove(names: &[String], models: &[ModelPaths], folder: &std::path::Path) -> 
             })
         })
         .collect::<Result<_>>()?;
+    chosen.sort_by_key(|p| p.weights.clone());
+    chosen.dedup_by_key(|p| p.weights.clone());
     for paths in chosen {
         let freed: u64 = [&paths.weights, &paths.metadata, &paths.plot]
             .iter()

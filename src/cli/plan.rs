@@ -246,6 +246,14 @@ mod tests {
     }
 
     #[test]
+    fn a_dropout_rate_is_rounded_to_the_masks_steps() {
+        let plan = train(&train_args(&["--dropout", "0.3"]), None).unwrap();
+        assert_eq!(plan.config.dropout, 77.0 / 256.0);
+        let plan = train(&train_args(&["--dropout", "0.25"]), None).unwrap();
+        assert_eq!(plan.config.dropout, 0.25, "the tutorial's is exact");
+    }
+
+    #[test]
     fn the_host_engine_asked_for_runs_on_the_cpu() {
         let plan = train(&train_args(&["--engine", "host"]), None).unwrap();
         assert_eq!(plan.backend, Backend::HOST);

@@ -4,12 +4,12 @@
 use anyhow::{Result, anyhow, bail};
 
 use mnist_cnn::files::check_writable;
-use mnist_cnn::plot::{self, MAX_RUNS, Run};
+use mnist_cnn::plot::{self, Run};
 use mnist_cnn::store::{DEFAULT_MODEL_NAME, ModelPaths};
 use mnist_cnn::train::Metadata;
 
 use super::args::PlotArgs;
-use super::common::model_failed;
+use super::common::{count, model_failed};
 use crate::term::print;
 
 pub fn run(args: &PlotArgs) -> Result<()> {
@@ -19,12 +19,6 @@ pub fn run(args: &PlotArgs) -> Result<()> {
         )],
         given => given.iter().map(|p| ModelPaths::new(p)).collect(),
     };
-    if paths.len() > MAX_RUNS {
-        bail!(
-            "at most {MAX_RUNS} models fit one picture, not {}",
-            paths.len()
-        );
-    }
     let out = match (&args.out, &paths[..]) {
         (Some(out), _) => out.clone(),
         (None, [one]) => one.plot.clone(),
@@ -68,7 +62,7 @@ pub fn run(args: &PlotArgs) -> Result<()> {
         let validated = m.history.iter().filter(|e| e.validation.is_some()).count();
         print(format_args!(
             "Learning curves of {} ({validated} with validation figures) written to {}",
-            mnist_cnn::arch::count(m.history.len(), "epoch"),
+            count(m.history.len(), "epoch"),
             out.display()
         ))?;
     } else {

@@ -15,7 +15,7 @@ use mnist_cnn::store::StoreError;
 use mnist_cnn::train::{self, Checkpoint, Job, Metadata, Validation};
 
 use super::args::TrainArgs;
-use super::common::{data_failed, describe, model_failed};
+use super::common::{count, data_failed, describe, model_failed};
 use super::download::ensure_data;
 use super::plan;
 use super::preflight::{check_memory, open_device};
@@ -65,7 +65,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             "{} has trained {} of {} already: nothing to resume (ask for more with --epochs)",
             paths.weights.display(),
             saved.epochs_done(),
-            mnist_cnn::arch::count(config.epochs, "epoch")
+            count(config.epochs, "epoch")
         ))?;
         return Ok(());
     }
@@ -129,7 +129,14 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         job.config.learning_rate,
         job.config.optimizer.default_learning_rate(),
     );
-    let calmer = if rate > usual { usual } else { rate / 10.0 };
+    let calmer = if rate > usual {
+        usual
+    } else {
+        // To two significant digits: 0.0003, not 0.00030000000000000003.
+        format!("{:.1e}", rate / 10.0)
+            .parse()
+            .unwrap_or(rate / 10.0)
+    };
     let mut progress = Curves {
         progress: TrainProgress::new(calmer),
         plot: &paths.plot,

@@ -1,4 +1,4 @@
-//! The two ways one SGD step is computed (the host step, Burn's autodiff
+//! The two ways one training step is computed (the host step, Burn's autodiff
 //! and optimiser; see [`Engine`]), behind one [`Trainer`] that `train` and
 //! `bench` share.
 
@@ -15,7 +15,7 @@ use crate::host::{HostNet, Phases};
 use crate::model::{Batch, Cnn, cross_entropy};
 use crate::optim::Optimizer;
 
-/// The network being trained: one SGD step at a time, by either engine.
+/// The network being trained: one training step at a time, by either engine.
 /// Shared by `train` and the benchmark so that both time the same work.
 pub struct Trainer {
     engine: Inner,
@@ -68,7 +68,7 @@ impl Trainer {
         }
     }
 
-    /// One SGD step on the examples at `indices`, with the dropout mask of
+    /// One training step on the examples at `indices`, with the dropout mask of
     /// `dropout_seed`; returns the batch's mean loss and how many it
     /// classified correctly (before the update).
     pub fn step(&mut self, data: &Examples, indices: &[usize], dropout_seed: u64) -> (f64, usize) {

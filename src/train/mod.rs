@@ -1,6 +1,7 @@
-//! `mnist-cnn train`: plain mini-batch SGD on categorical cross-entropy, as
-//! the tutorial's `model.fit`, with a checkpoint after every epoch from which
-//! a run can be resumed.
+//! `mnist-cnn train`: mini-batch training on categorical cross-entropy (by
+//! the tutorial's plain SGD unless another [`crate::optim::Optimizer`] is
+//! asked for), as the tutorial's `model.fit`, with a checkpoint after every
+//! epoch from which a run can be resumed.
 //!
 //! Every random choice of an epoch (its shuffle, its dropout masks) comes
 //! from streams seeded by the run's seed and the epoch's number, never from
@@ -22,7 +23,7 @@ use rand::{Rng, SeedableRng};
 
 pub use engine::Trainer;
 pub use error::TrainError;
-pub use record::{Checkpoint, Engine, EpochStats, Metadata, TrainConfig};
+pub use record::{Checkpoint, Engine, EpochStats, Metadata, TrainConfig, Trouble};
 
 use crate::arch::{PARAMETERS, architecture};
 use crate::backend::Backend;

@@ -90,11 +90,17 @@ impl TrainConfig {
                 format!("a positive number up to {}", Self::MAX_LEARNING_RATE),
             );
         }
-        if !(0.0..=Self::MAX_DROPOUT).contains(&self.dropout) {
+        // The mask drops in steps of 1/256 (`block::dropout_keep`): another
+        // rate would scale the kept features by other than what it drops.
+        let steps = self.dropout * 256.0;
+        if !(0.0..=Self::MAX_DROPOUT).contains(&self.dropout) || steps != steps.round() {
             return out_of_range(
                 "dropout",
                 self.dropout.to_string(),
-                format!("0 to {} (255/256)", Self::MAX_DROPOUT),
+                format!(
+                    "a multiple of 1/256 from 0 to {} (255/256)",
+                    Self::MAX_DROPOUT
+                ),
             );
         }
         Ok(())
@@ -107,7 +113,7 @@ impl Default for TrainConfig {
     }
 }
 
-/// How each SGD step is computed. Both compute the same step (the tests
+/// How each training step is computed. Both compute the same step (the tests
 /// hold each parameter's update to within 0.1% of the largest); they differ
 /// in the last bits, so a checkpoint is resumed with the engine that made it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,7 +123,7 @@ pub enum Engine {
     /// the backward pass. For the CPU backends; the fast one.
     #[default]
     Host,
-    /// Burn's autodiff and Burn's SGD optimiser, with the fused ops on a CPU
+    /// Burn's autodiff and Burn's optimisers, with the fused ops on a CPU
     /// backend and Burn's stock layers on a GPU: the path any backend runs.
     Burn,
 }
@@ -180,17 +186,34 @@ pub struct EpochStats {
     pub validation: Option<Score>,
 }
 
+/// What an epoch's figures say is wrong with a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trouble {
+    /// The loss has run away: above ten times chance's (ln 10 ≈ 2.3), or
+    /// ten times the epoch's before (at least 0.23, a tenth of chance's,
+    /// so that a tiny loss's noise does not count). A too large learning
+    /// rate does it.
+    Diverging,
+    /// Accuracy at most 15% (chance is 10%) with a loss no better than
+    /// chance's: the network has learnt nothing (a too large learning rate
+    /// or dropout, or data it cannot learn).
+    AtChance,
+}
+
 impl EpochStats {
-    /// Whether the epoch looks like training that has run away, as a too
-    /// large learning rate makes it: a loss above ten times chance's
-    /// (ln 10 ≈ 2.3), or ten times the epoch's before; or accuracy no better
-    /// than chance's 10% with a loss no better than chance's. (A NaN loss
-    /// stops training outright, see [`TrainError::Diverged`].)
-    pub fn diverging(&self, previous: Option<&EpochStats>) -> bool {
+    /// What is wrong with the run, judging by this epoch and the one
+    /// before, if anything. (A NaN loss stops training outright, see
+    /// [`TrainError::Diverged`].)
+    pub fn trouble(&self, previous: Option<&EpochStats>) -> Option<Trouble> {
         let chance = (CLASSES as f64).ln();
-        self.loss > 10.0 * chance
-            || previous.is_some_and(|p| self.loss > 10.0 * p.loss.max(chance / 10.0))
-            || (self.accuracy <= 0.15 && self.loss >= chance)
+        let grew = previous.is_some_and(|p| self.loss > 10.0 * p.loss.max(chance / 10.0));
+        if self.loss > 10.0 * chance || grew {
+            Some(Trouble::Diverging)
+        } else if self.accuracy <= 0.15 && self.loss >= chance {
+            Some(Trouble::AtChance)
+        } else {
+            None
+        }
     }
 }
 
@@ -440,9 +463,18 @@ mod tests {
             },
             "learning rate is NaN; it must be a positive number up to 1000",
         );
+        let dropout = "it must be a multiple of 1/256 from 0 to 0.99609375 (255/256)";
         check(
-            TrainConfig { dropout: 1.0, ..d },
-            "dropout is 1; it must be 0 to 0.99609375 (255/256)",
+            TrainConfig {
+                dropout: 1.0,
+                ..d.clone()
+            },
+            &format!("dropout is 1; {dropout}"),
+        );
+        // 0.3 drops 77/256 of the features: the scale must be that rate's.
+        check(
+            TrainConfig { dropout: 0.3, ..d },
+            &format!("dropout is 0.3; {dropout}"),
         );
     }
 
@@ -455,16 +487,20 @@ mod tests {
             seconds: 1.0,
             validation: None,
         };
+        use Trouble::*;
         // --learning-rate 1000, and 1, on the real data.
-        assert!(epoch(1.3e22, 0.099).diverging(None));
-        assert!(epoch(2.31, 0.11).diverging(None));
+        assert_eq!(epoch(1.3e22, 0.099).trouble(None), Some(Diverging));
+        assert_eq!(epoch(2.31, 0.11).trouble(None), Some(AtChance));
         // The tutorial's first epoch, and a slow start on 320 images.
-        assert!(!epoch(0.35, 0.89).diverging(None));
-        assert!(!epoch(2.2, 0.21).diverging(None));
+        assert_eq!(epoch(0.35, 0.89).trouble(None), None);
+        assert_eq!(epoch(2.2, 0.21).trouble(None), None);
         // Growing tenfold from one epoch to the next.
         let first = epoch(0.3, 0.9);
-        assert!(epoch(3.5, 0.5).diverging(Some(&first)));
-        assert!(!epoch(0.32, 0.9).diverging(Some(&first)));
+        assert_eq!(epoch(3.5, 0.5).trouble(Some(&first)), Some(Diverging));
+        assert_eq!(epoch(0.32, 0.9).trouble(Some(&first)), None);
+        // A tiny loss's noise is not a run away.
+        let tiny = epoch(0.001, 0.999);
+        assert_eq!(epoch(0.02, 0.995).trouble(Some(&tiny)), None);
     }
 
     /// A record as the previous version wrote it: `epochs_done`, one

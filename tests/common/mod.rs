@@ -18,10 +18,11 @@ use mnist_cnn::idx::{self, CLASSES, PIXELS};
 use mnist_cnn::model::{Batch, cross_entropy};
 use mnist_cnn::store::ModelPaths;
 
-/// The binary under test, with no mirror from the caller's environment.
+/// The binary under test, with no mirror from the caller's environment
+/// and no terminal width from it either (a pipe's 80 columns).
 pub fn mnist_cnn() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_mnist-cnn"));
-    cmd.env_remove("MNIST_MIRROR");
+    cmd.env_remove("MNIST_MIRROR").env_remove("COLUMNS");
     cmd
 }
 
