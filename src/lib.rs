@@ -36,6 +36,7 @@ pub mod data;
 mod dense;
 pub mod download;
 pub mod eval;
+pub mod explain;
 pub mod export;
 pub mod files;
 mod host;

@@ -9,6 +9,7 @@ mod bench;
 mod common;
 mod download;
 mod eval;
+mod explain;
 mod export;
 mod misclassified;
 mod plan;
@@ -39,6 +40,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Plot(args) => plot::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Explain(args) => explain::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
