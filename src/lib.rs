@@ -49,6 +49,7 @@ pub mod model;
 pub mod picture;
 pub mod plot;
 pub mod prepare;
+pub mod serve;
 pub mod store;
 pub mod train;
 

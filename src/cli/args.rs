@@ -43,6 +43,8 @@ pub enum Command {
     Bench(BenchArgs),
     /// Look inside the network for one image: each layer's output, the filters, the saliency.
     Explain(ExplainArgs),
+    /// Serve a local web page to draw a digit and watch the model think (and a JSON API).
+    Serve(ServeArgs),
 }
 
 /// Largest benchmark batch: the floor's products allocate their operands
@@ -394,4 +396,19 @@ pub struct ExplainArgs {
     /// filter_biases, conv, pooled, hidden, saliency, saliency_method}.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to listen on. Anything but loopback lets anyone on that
+    /// network use the page.
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDRESS")]
+    pub host: std::net::IpAddr,
+    /// Port to listen on (0: any free one, printed).
+    #[arg(long, default_value_t = 8080, value_name = "PORT")]
+    pub port: u16,
 }

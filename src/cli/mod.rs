@@ -16,6 +16,7 @@ mod plan;
 mod plot;
 mod predict;
 mod preflight;
+mod serve;
 mod show;
 mod train;
 
@@ -41,6 +42,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Export(args) => export::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
