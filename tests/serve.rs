@@ -4,132 +4,19 @@
 //! a JSON 4xx, many clients at once, Ctrl-C).
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::served::Served;
 use common::{data_dir, mnist_cnn, stdout_of};
 use serde_json::Value;
 
 fn trained_model() -> &'static (tempfile::TempDir, PathBuf, String) {
     static MODEL: OnceLock<(tempfile::TempDir, PathBuf, String)> = OnceLock::new();
     MODEL.get_or_init(|| common::train_model(&["--epochs", "1", "--limit", "1280"]))
-}
-
-/// A running `serve`, stopped (killed) when dropped.
-struct Served {
-    child: Child,
-    /// Its stdout after the URL line.
-    out: BufReader<std::process::ChildStdout>,
-    port: u16,
-    stderr: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Served {
-    fn start(extra: &[&str]) -> Self {
-        let (_, model, _) = trained_model();
-        let dir = tempfile::tempdir().unwrap();
-        let stderr = dir.path().join("stderr");
-        let mut child = mnist_cnn()
-            .args(["serve", "--port", "0"])
-            .args(extra)
-            .arg("--data-dir")
-            .arg(data_dir())
-            .arg("--model")
-            .arg(model)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        out.read_line(&mut line).unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| {
-                let err = std::fs::read_to_string(&stderr).unwrap_or_default();
-                panic!("no URL in {line:?}; stderr: {err}")
-            });
-        let port = url
-            .trim_end_matches('/')
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        Self {
-            child,
-            out,
-            port,
-            stderr,
-            _dir: dir,
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// One raw HTTP/1.1 request (its own connection); status, headers, body.
-    fn raw(&self, head: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        stream.write_all(head.as_bytes()).unwrap();
-        // A server that answers before reading all of a large body may
-        // close the connection under the rest: that is fine.
-        let _ = stream.write_all(body);
-        let mut answer = Vec::new();
-        let _ = stream.read_to_end(&mut answer);
-        let split = answer
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("an HTTP answer");
-        let headers = String::from_utf8_lossy(&answer[..split]).into_owned();
-        let status = headers.split_whitespace().nth(1).unwrap().parse().unwrap();
-        (status, headers, answer[split + 4..].to_vec())
-    }
-
-    fn request(&self, method: &str, path: &str, host: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        self.raw(&head, body)
-    }
-
-    fn get(&self, path: &str) -> (u16, Vec<u8>) {
-        let (status, _, body) = self.request("GET", path, &self.host(), b"");
-        (status, body)
-    }
-
-    fn post(&self, path: &str, body: &[u8]) -> (u16, Value) {
-        let (status, _, body) = self.request("POST", path, &self.host(), body);
-        (status, serde_json::from_slice(&body).unwrap())
-    }
-
-    fn peak_rss_kb(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-        line.split_whitespace().nth(1).unwrap().parse().unwrap()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap()
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A JSON error with a 4xx status, its message containing `needle`.
@@ -184,7 +71,7 @@ fn png_of(w: u32, h: u32, value: u8) -> Vec<u8> {
 
 #[test]
 fn the_page_and_the_api_answer_as_predict_and_explain_do() {
-    let served = Served::start(&[]);
+    let served = Served::start(&trained_model().1, &[]);
     let (status, page) = served.get("/");
     assert_eq!(status, 200);
     let page = String::from_utf8(page).unwrap();
@@ -295,7 +182,7 @@ fn the_page_and_the_api_answer_as_predict_and_explain_do() {
 
 #[test]
 fn only_requests_naming_the_served_address_are_answered() {
-    let served = Served::start(&[]);
+    let served = Served::start(&trained_model().1, &[]);
     let port = served.port;
     for ok in [format!("127.0.0.1:{port}"), format!("localhost:{port}")] {
         let (status, _, _) = served.request("GET", "/api", &ok, b"");
@@ -317,7 +204,7 @@ fn only_requests_naming_the_served_address_are_answered() {
 
 #[test]
 fn bad_requests_get_a_json_4xx_and_the_server_goes_on() {
-    let served = Served::start(&[]);
+    let served = Served::start(&trained_model().1, &[]);
     let host = served.host();
     // Bodies over 1 MB, announced or streamed in chunks.
     let big = vec![0u8; (1 << 20) + 1];
@@ -351,6 +238,7 @@ fn bad_requests_get_a_json_4xx_and_the_server_goes_on() {
     let (status, body) = served.post("/api/predict", &png_of(100, 100, 255));
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("blank"), "{body}");
+    assert_eq!(body["blank"], true);
     let (status, body) = served.post("/api/predict", b"");
     assert_eq!(status, 400, "{body}");
     let truncated = &png_of(50, 50, 0)[..40];
@@ -394,7 +282,7 @@ fn bad_requests_get_a_json_4xx_and_the_server_goes_on() {
 
 #[test]
 fn sixty_four_clients_at_once_are_all_served_in_bounded_memory() {
-    let served = Served::start(&[]);
+    let served = Served::start(&trained_model().1, &[]);
     let dir = tempfile::tempdir().unwrap();
     let drawing = std::fs::read(picture(dir.path(), 9)).unwrap();
     let (_, first) = served.post("/api/predict", &drawing);
@@ -446,7 +334,7 @@ fn sixty_four_clients_at_once_are_all_served_in_bounded_memory() {
 
 #[test]
 fn ctrl_c_stops_it_cleanly_and_other_hosts_are_warned_about() {
-    let mut served = Served::start(&[]);
+    let mut served = Served::start(&trained_model().1, &[]);
     assert_eq!(served.get("/api").0, 200);
     let status = std::process::Command::new("kill")
         .args(["-INT", &served.child.id().to_string()])
@@ -472,7 +360,7 @@ fn ctrl_c_stops_it_cleanly_and_other_hosts_are_warned_about() {
     );
 
     // All interfaces: served, with a warning (the test talks to loopback only).
-    let everywhere = Served::start(&["--host", "0.0.0.0"]);
+    let everywhere = Served::start(&trained_model().1, &["--host", "0.0.0.0"]);
     assert_eq!(everywhere.get("/api").0, 200);
     assert!(
         everywhere
@@ -481,7 +369,7 @@ fn ctrl_c_stops_it_cleanly_and_other_hosts_are_warned_about() {
         "{}",
         everywhere.stderr()
     );
-    let quiet = Served::start(&["--host", "127.0.0.1"]);
+    let quiet = Served::start(&trained_model().1, &["--host", "127.0.0.1"]);
     assert!(!quiet.stderr().contains("warning"), "{}", quiet.stderr());
 
     // A taken port: one line, what to do.

@@ -458,7 +458,14 @@ fn prepare_drawing(body: &[u8]) -> Result<prepare::Prepared, Reply> {
             format!("the drawing is {w}×{h} pixels; at most {MAX_DRAWING_SIDE} a side"),
         ));
     }
-    prepare::prepare_bytes(body).map_err(bad)
+    prepare::prepare_bytes(body).map_err(|e| match e {
+        // Said apart, so that the page can show an empty canvas as one.
+        PrepareError::Blank => Reply {
+            status: 400,
+            ..Reply::json(&json!({"error": format!("cannot read the drawing: {e}"), "status": 400, "blank": true}))
+        },
+        e => bad(e),
+    })
 }
 
 #[cfg(test)]
