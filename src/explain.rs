@@ -214,6 +214,9 @@ pub mod sheet_layout {
     /// Side of one hidden unit's square, 16 a row.
     pub const UNIT: usize = 14;
     pub const UNITS_PER_ROW: usize = 16;
+    /// The probability bars: their panel's width and each row's height.
+    pub const BARS_WIDTH: usize = 360;
+    pub const BAR_ROW: usize = 20;
 }
 
 /// The top-left corner of each view on the sheet, and its size.
@@ -267,18 +270,18 @@ pub fn layout() -> Layout {
         h: digit,
     };
     let saliency = Rect {
-        x: input.x + digit + PAD,
+        x: input.x + digit + 2 * PAD,
         y: top,
         w: digit,
         h: digit,
     };
     let bars = Rect {
-        x: saliency.x + digit + PAD,
+        x: saliency.x + digit + 2 * PAD,
         y: top,
-        w: 300,
-        h: digit,
+        w: BARS_WIDTH,
+        h: CLASSES * BAR_ROW,
     };
-    let row2 = top + digit + PAD + TITLE;
+    let row2 = top + digit.max(bars.h) + PAD + TITLE;
     let (fw, fh) = grid(KERNEL * FILTER_SCALE);
     let filters = Rect {
         x: PAD,
@@ -393,20 +396,17 @@ pub fn sheet(e: &Explanation, title: &str) -> (usize, usize, Vec<u8>) {
         [mix(r), mix(gg), mix(b)]
     });
     caption(&mut c, l.bars, "probabilities");
-    let row = l.bars.h / CLASSES;
     for (k, &p) in e.probabilities.iter().enumerate() {
-        let y = l.bars.y + k * row;
+        let y = l.bars.y + k * BAR_ROW;
         let colour = if k == e.predicted as usize { RED } else { GREY };
         c.text(l.bars.x, y + 2, &k.to_string(), 2, BLACK);
-        let len = ((l.bars.w - 100) as f32 * p).round() as usize;
-        c.fill(l.bars.x + 24, y + 2, len.max(1), row - 6, colour);
-        c.text(
-            l.bars.x + l.bars.w - 70,
-            y + 2,
-            &format!("{:.1}%", p * 100.0),
-            1,
-            BLACK,
-        );
+        // Digit, bar, then "100.0%" (six glyphs) at the right.
+        let room = l.bars.w - 24 - 6 * 16 - 8;
+        let len = (room as f32 * p).round() as usize;
+        c.fill(l.bars.x + 24, y + 3, len.max(1), BAR_ROW - 6, colour);
+        let text = format!("{:.1}%", p * 100.0);
+        let tx = l.bars.x + l.bars.w - picture::text_width(&text, 2);
+        c.text(tx, y + 2, &text, 2, BLACK);
     }
     caption(&mut c, l.filters, "32 filters 3x3");
     let w = largest(e.filters.iter().flatten().copied());

@@ -17,7 +17,8 @@
 //!   step and its inference; [`store`]: the model store.
 //! - [`eval`], then [`train`]: one command each; [`plot`]: the learning
 //!   curves; [`misclassified`], [`export`], [`bench`](mod@bench): one
-//!   command each.
+//!   command each; [`explain`]: one image's layers and saliency; [`serve`]:
+//!   the local page and its JSON API, built on all of the above.
 //!
 //! The public API is what the binary and the tests use; the fused ops, the
 //! host network and the matrix products are the crate's own. The library

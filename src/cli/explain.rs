@@ -46,7 +46,8 @@ pub fn run(args: &ExplainArgs) -> Result<()> {
     print(format_args!("{source}{truth}: predicted {}", e.predicted))?;
     for (digit, p) in e.probabilities.iter().enumerate() {
         let bar = "#".repeat((p * 40.0).round() as usize);
-        print(format_args!("  {digit}: {:>6.2}% {bar}", p * 100.0))?;
+        let line = format!("  {digit}: {:>6.2}% {bar}", p * 100.0);
+        print(line.trim_end())?;
     }
     let active = e.hidden.iter().filter(|&&h| h > 0.0).count();
     print(format_args!(

@@ -246,7 +246,7 @@ fn allowed_hosts(addr: SocketAddr) -> Vec<String> {
 
 fn host_allowed(hosts: &[String], host: &str, port: u16) -> bool {
     let host = host.trim().to_ascii_lowercase();
-    if hosts.iter().any(|h| *h == host) {
+    if hosts.contains(&host) {
         return true;
     }
     // On every interface: any IP literal with our port.
