@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::served::Served;
-use common::{data_dir, mnist_cnn, stdout_of};
+use common::{mnist_cnn, stdout_of};
 use fantoccini::actions::{InputSource, MouseActions, PointerAction};
 use fantoccini::{Client, ClientBuilder, Locator};
 use mnist_cnn::data::Split;
@@ -240,12 +240,31 @@ async fn guess(client: &Client, d: u64) -> Value {
 async fn a_digit_drawn_in_the_browser_reads_as_predict_reads_it() {
     let (dir, model, _) = common::train_model(&["--epochs", "1", "--limit", "6000"]);
     let served = Served::start(&model, &[]);
+    let (_, body) = served.get("/api/mistakes");
+    let mistakes: Value = serde_json::from_slice(&body).unwrap();
     let driver = Driver::start();
     let client = browser(&driver, &dir.path().join("profile")).await;
+    // The checks run as a task of their own, so that the browser is closed
+    // however they end (chromedriver killed leaves it running).
+    let checks = tokio::spawn(check_page(
+        client.clone(),
+        served.port,
+        model.clone(),
+        dir.path().to_path_buf(),
+        mistakes,
+    ));
+    let outcome = checks.await;
+    client.close().await.unwrap();
+    if let Err(failed) = outcome {
+        std::panic::resume_unwind(failed.into_panic());
+    }
+}
 
+/// What the test checks on the page served at `port` (see the file's doc).
+async fn check_page(client: Client, port: u16, model: PathBuf, dir: PathBuf, mistakes: Value) {
     let opened = Instant::now();
     client
-        .goto(&format!("http://127.0.0.1:{}/", served.port))
+        .goto(&format!("http://127.0.0.1:{port}/"))
         .await
         .unwrap();
     wait_until(
@@ -263,7 +282,7 @@ async fn a_digit_drawn_in_the_browser_reads_as_predict_reads_it() {
     let mut latencies = Vec::new();
     for index in [0, 1, 2] {
         let (predicted, probabilities, png) = draw(&client, index).await;
-        let picture = dir.path().join(format!("drawn-{index}.png"));
+        let picture = dir.join(format!("drawn-{index}.png"));
         std::fs::write(&picture, &png).unwrap();
         let cli: Value = serde_json::from_str(&stdout_of(
             mnist_cnn()
@@ -288,6 +307,8 @@ async fn a_digit_drawn_in_the_browser_reads_as_predict_reads_it() {
             "test image {index} (label {label}) drawn: the page and predict read {predicted}"
         );
         let times = script(&client, "return window.mnist.latencies.splice(0);").await;
+        let ms: Vec<i32> = floats(&times).iter().map(|&x| x.round() as i32).collect();
+        eprintln!("test image {index}: stroke-to-bars latencies (ms) {ms:?}");
         latencies.extend(floats(&times));
     }
     // The explain views of the last drawing, and its 28×28 input.
@@ -315,8 +336,6 @@ async fn a_digit_drawn_in_the_browser_reads_as_predict_reads_it() {
     );
 
     // The gallery holds the mistakes the API lists; the quiz keeps score.
-    let (_, body) = served.get("/api/mistakes");
-    let mistakes: Value = serde_json::from_slice(&body).unwrap();
     let listed = mistakes["mistakes"].as_array().unwrap();
     assert!(
         !listed.is_empty(),
@@ -372,7 +391,6 @@ async fn a_digit_drawn_in_the_browser_reads_as_predict_reads_it() {
     std::fs::write(&out, &shot).unwrap();
     let errors = script(&client, "return window.mnist.errors;").await;
     assert_eq!(errors, json!([]), "the page reported errors");
-    client.close().await.unwrap();
 
     latencies.sort_by(f32::total_cmp);
     let median = latencies[latencies.len() / 2];
@@ -386,5 +404,4 @@ async fn a_digit_drawn_in_the_browser_reads_as_predict_reads_it() {
         shot.len() / 1024
     );
     assert!(latencies.iter().all(|&ms| ms > 0.0), "{latencies:?}");
-    let _ = data_dir();
 }
