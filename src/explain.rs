@@ -30,8 +30,7 @@ use crate::model::Cnn;
 use crate::picture::{self, BLACK, Canvas, GREY, PngError, RED, Rgb, WHITE};
 
 /// How the saliency map is computed, as `--json` and the API name it.
-pub const SALIENCY_METHOD: &str =
-    "gradient of the predicted class's logit with respect to the input";
+const SALIENCY_METHOD: &str = "gradient of the predicted class's logit with respect to the input";
 
 /// Everything the network computes for one image. Maps are channels first:
 /// `conv[f]` is filter `f`'s map, row by row.
@@ -370,7 +369,7 @@ fn draw_map(c: &mut Canvas, at: Rect, w: usize, scale: usize, colour: impl Fn(us
 /// blue (negative) through white to red (positive), scaled by their
 /// largest magnitude. The saliency is drawn over the digit: grey ink where
 /// the gradient is small.
-pub fn sheet(e: &Explanation, title: &str) -> (usize, usize, Vec<u8>) {
+fn sheet(e: &Explanation, title: &str) -> (usize, usize, Vec<u8>) {
     use sheet_layout::*;
     let l = layout();
     let mut c = Canvas::new(l.width, l.height, WHITE);
@@ -445,7 +444,7 @@ pub fn sheet(e: &Explanation, title: &str) -> (usize, usize, Vec<u8>) {
     (c.width, c.height, c.pixels)
 }
 
-/// Writes the [`sheet`] as an RGB PNG (atomically).
+/// Writes the sheet of every view as an RGB PNG (atomically).
 pub fn write_sheet(path: &Path, e: &Explanation, title: &str) -> Result<(), PngError> {
     let (width, height, pixels) = sheet(e, title);
     picture::write_encoded(path, width, height, 3, &pixels)

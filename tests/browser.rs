@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::served::Served;
+use common::served::{Served, floats};
 use common::{mnist_cnn, stdout_of};
 use fantoccini::actions::{InputSource, MouseActions, PointerAction};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -155,14 +155,6 @@ async fn wait_until(client: &Client, condition: &str, what: &str) {
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
 }
 
 /// Draws test image `index` on the canvas; returns what the page then shows

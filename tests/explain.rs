@@ -5,6 +5,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use common::served::floats;
 use common::{data_dir, decode_png, fails_with, mnist_cnn, stdout_of};
 use mnist_cnn::data::Split;
 use mnist_cnn::explain::{self, sheet_layout};
@@ -29,14 +30,6 @@ fn explain_json(model: &Path, args: &[&str]) -> Value {
             .arg(model),
     );
     serde_json::from_str(&out).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
 }
 
 fn assert_within(a: &[f32], b: &[f32], tolerance: f32, what: &str) {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::served::Served;
+use common::served::{Served, floats};
 use common::{data_dir, mnist_cnn, stdout_of};
 use serde_json::Value;
 
@@ -45,14 +45,6 @@ fn picture(dir: &Path, index: usize) -> PathBuf {
             .arg(data_dir()),
     );
     path
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
 }
 
 /// A PNG of `w × h` grey pixels of `value`.

@@ -6,12 +6,12 @@
 //! page its browser opens: it listens on loopback unless told otherwise; it
 //! answers only requests whose `Host` header names the address it serves
 //! (a page elsewhere that rebinds its DNS name to 127.0.0.1 sends its own
-//! name, and is refused); a body is read to at most [`MAX_BODY`] bytes and a
+//! name, and is refused); a body is read to at most 1 MB and a
 //! drawing is checked for size from its header before it is decoded; no
 //! request names a file (the routes are fixed, and everything served was
 //! loaded or computed at start); a bad request gets a 4xx with a JSON
 //! error, and a handler that fails gets a 500, not a dead server. A fixed
-//! pool of [`WORKERS`] threads computes the answers, each with its own
+//! pool of four threads computes the answers, each with its own
 //! network buffers, so memory does not grow with the number of clients.
 //!
 //! The server is `tiny_http`: synchronous, small (a few compiler-seconds),
@@ -44,17 +44,17 @@ use crate::train::Metadata;
 const PAGE: &str = include_str!("page.html");
 
 /// The largest request body read: a drawing is some kilobytes of PNG.
-pub const MAX_BODY: usize = 1 << 20;
+const MAX_BODY: usize = 1 << 20;
 
 /// The largest drawing, in pixels a side, checked from the picture's
 /// header before it is decoded: a page's canvas is a few hundred.
-pub const MAX_DRAWING_SIDE: u32 = 2048;
+const MAX_DRAWING_SIDE: u32 = 2048;
 
 /// Threads computing answers; each holds one copy of the network's buffers.
-pub const WORKERS: usize = 4;
+const WORKERS: usize = 4;
 
 /// Most mistakes the gallery gets: the tutorial's model makes about 100.
-pub const MAX_MISTAKES: usize = 200;
+const MAX_MISTAKES: usize = 200;
 
 /// How often a waiting worker looks at the stop flag.
 const POLL: Duration = Duration::from_millis(100);
@@ -152,11 +152,6 @@ impl Server {
             hosts: allowed_hosts(addr),
             app: Arc::new(app),
         })
-    }
-
-    /// The address it listens on (with the port chosen, for port 0).
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
     }
 
     /// The page's address, to print.
@@ -407,7 +402,7 @@ fn explanation_json(e: &Explanation) -> Value {
     v
 }
 
-/// The body, read to at most [`MAX_BODY`] bytes.
+/// The body, read to at most `MAX_BODY` bytes.
 fn read_body(request: &mut tiny_http::Request) -> Result<Vec<u8>, Reply> {
     let too_large = || {
         Reply::error(

@@ -128,3 +128,12 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// A JSON array of numbers as f32 values.
+pub fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
