@@ -33,7 +33,7 @@ use crate::backend;
 use crate::data::Examples;
 use crate::eval;
 use crate::explain::{Explainer, Explanation};
-use crate::idx::{CLASSES, PIXELS};
+use crate::idx::PIXELS;
 use crate::misclassified;
 use crate::model::Cnn;
 use crate::plot;
@@ -397,9 +397,7 @@ fn handle(
 }
 
 fn explanation_json(e: &Explanation) -> Value {
-    let mut v = serde_json::to_value(e).expect("an explanation serialises");
-    v["classes"] = CLASSES.into();
-    v
+    serde_json::to_value(e).expect("an explanation serialises")
 }
 
 /// The body, read to at most `MAX_BODY` bytes.
