@@ -292,6 +292,28 @@ impl HostNet {
             .collect()
     }
 
+    /// The layers of one image (784 values in [0, 1]) by the very calls
+    /// [`HostNet::logits`] makes, so that what `explain` shows is what `eval`
+    /// computes: the pooled features `[25, 25, 32]` (channels last), the
+    /// hidden activations and the logits.
+    pub fn layers(&mut self, pixels: &[f32]) -> (Vec<f32>, Vec<f32>, [f32; CLASSES]) {
+        assert_eq!(pixels.len(), SIDE * SIDE, "a 28×28 image");
+        let input = Input {
+            images: pixels.to_vec(),
+            n: 1,
+            h: SIDE,
+            w: SIDE,
+            weight: self.kernel,
+            bias: self.conv_bias,
+        };
+        self.features.resize(FEATURES, 0.0);
+        block::infer_into(&input, &mut self.features[..FEATURES]);
+        self.dense_forward(1);
+        let hidden = self.hidden[..HIDDEN].to_vec();
+        let logits = self.logits_row(&hidden);
+        (self.features[..FEATURES].to_vec(), hidden, logits)
+    }
+
     /// The images at `indices` scaled to [0, 1], as the first block's input
     /// (its pixel buffer is handed back to `self.images` after use).
     fn input(&mut self, images: &Images, indices: &[usize]) -> Input {

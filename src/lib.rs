@@ -18,7 +18,8 @@
 //!   step and its inference; [`store`]: the model store.
 //! - [`eval`], then [`train`]: one command each; [`plot`]: the learning
 //!   curves; [`misclassified`], [`export`], [`bench`](mod@bench): one
-//!   command each.
+//!   command each; [`explain`]: one image's layers and saliency; [`serve`]:
+//!   the local page and its JSON API, built on all of the above.
 //!
 //! The public API is what the binary and the tests use; the fused ops, the
 //! host network and the matrix products are the crate's own. The library
@@ -37,6 +38,7 @@ pub mod data;
 mod dense;
 pub mod download;
 pub mod eval;
+pub mod explain;
 pub mod export;
 pub mod files;
 mod host;
@@ -50,6 +52,7 @@ pub mod optim;
 pub mod picture;
 pub mod plot;
 pub mod prepare;
+pub mod serve;
 pub mod store;
 pub mod train;
 

@@ -158,7 +158,7 @@ pub fn check_png_name(path: &Path) -> Result<(), PngError> {
 
 /// Encodes 8-bit pixels (`channels` 1: grey, 3: RGB) as PNG and writes them
 /// to `path` atomically.
-fn write_encoded(
+pub(crate) fn write_encoded(
     path: &Path,
     width: usize,
     height: usize,
@@ -238,14 +238,14 @@ pub mod sheet_layout {
 }
 
 /// An RGB picture being drawn.
-struct Canvas {
-    width: usize,
-    height: usize,
-    pixels: Vec<u8>,
+pub(crate) struct Canvas {
+    pub(crate) width: usize,
+    pub(crate) height: usize,
+    pub(crate) pixels: Vec<u8>,
 }
 
 impl Canvas {
-    fn new(width: usize, height: usize, colour: Rgb) -> Self {
+    pub(crate) fn new(width: usize, height: usize, colour: Rgb) -> Self {
         Self {
             width,
             height,
@@ -253,14 +253,14 @@ impl Canvas {
         }
     }
 
-    fn put(&mut self, x: usize, y: usize, colour: Rgb) {
+    pub(crate) fn put(&mut self, x: usize, y: usize, colour: Rgb) {
         if x < self.width && y < self.height {
             let at = (y * self.width + x) * 3;
             self.pixels[at..at + 3].copy_from_slice(&colour);
         }
     }
 
-    fn fill(&mut self, x: usize, y: usize, w: usize, h: usize, colour: Rgb) {
+    pub(crate) fn fill(&mut self, x: usize, y: usize, w: usize, h: usize, colour: Rgb) {
         for yy in y..y + h {
             for xx in x..x + w {
                 self.put(xx, yy, colour);
@@ -270,7 +270,7 @@ impl Canvas {
 
     /// Draws `text` with its top-left corner at (x, y); characters outside
     /// printable ASCII are drawn as `?`.
-    fn text(&mut self, x: usize, y: usize, text: &str, scale: usize, colour: Rgb) {
+    pub(crate) fn text(&mut self, x: usize, y: usize, text: &str, scale: usize, colour: Rgb) {
         for (i, c) in text.chars().enumerate() {
             let code = if c.is_ascii() && !c.is_ascii_control() {
                 c as usize

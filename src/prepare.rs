@@ -463,7 +463,13 @@ pub fn prepare(image: &Grey) -> Result<Prepared, PrepareError> {
 /// Reads and prepares the image file at `path`.
 pub fn prepare_file(path: &std::path::Path) -> Result<Prepared, PrepareError> {
     let bytes = crate::files::read_at_most(path, MAX_FILE)?.ok_or(PrepareError::FileTooLarge)?;
-    prepare(&decode(&bytes)?)
+    prepare_bytes(&bytes)
+}
+
+/// Decodes and prepares a picture already in memory (a drawing sent to
+/// `serve`): the same steps as [`prepare_file`]'s.
+pub fn prepare_bytes(bytes: &[u8]) -> Result<Prepared, PrepareError> {
+    prepare(&decode(bytes)?)
 }
 
 #[cfg(test)]

@@ -58,6 +58,10 @@ pub enum Command {
     Models(ModelsArgs),
     /// Measure training and evaluation images/s and peak memory on the real data.
     Bench(BenchArgs),
+    /// Look inside the network for one image: each layer's output, the filters, the saliency.
+    Explain(ExplainArgs),
+    /// Serve a local web page to draw a digit and watch the model think (and a JSON API).
+    Serve(ServeArgs),
 }
 
 /// Largest benchmark batch: the floor's products allocate their operands
@@ -457,4 +461,47 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the report.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["index", "train", "image"])))]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// A test image, counted from 0.
+    #[arg(value_name = "INDEX")]
+    pub index: Option<usize>,
+    /// A training image instead, counted from 0.
+    #[arg(long, value_name = "INDEX")]
+    pub train: Option<usize>,
+    /// A picture of a digit instead (PNG, JPEG, BMP, PGM), prepared as `predict` prepares it.
+    #[arg(long, value_name = "FILE")]
+    pub image: Option<PathBuf>,
+    /// Also write one labelled PNG sheet: the input, the 32 filters, the
+    /// feature maps after conv+ReLU and after the pool, the hidden units,
+    /// the probabilities and the saliency map.
+    #[arg(long, value_name = "FILE")]
+    pub png: Option<PathBuf>,
+    /// Print one JSON object with every number instead:
+    /// {source, label, predicted, probabilities, logits, input, filters,
+    /// filter_biases, conv, pooled, hidden, saliency, saliency_method}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to listen on. Anything but loopback lets anyone on that
+    /// network use the page.
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDRESS")]
+    pub host: std::net::IpAddr,
+    /// Port to listen on (0: any free one, printed).
+    #[arg(long, default_value_t = 8080, value_name = "PORT")]
+    pub port: u16,
 }

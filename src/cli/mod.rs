@@ -9,6 +9,7 @@ mod bench;
 mod common;
 mod download;
 mod eval;
+mod explain;
 mod export;
 mod misclassified;
 mod models;
@@ -16,6 +17,7 @@ mod plan;
 mod plot;
 mod predict;
 mod preflight;
+mod serve;
 mod show;
 mod train;
 
@@ -46,6 +48,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Export(args) => export::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Models(args) => models::run(&args),
+        Command::Explain(args) => explain::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
+pub mod served;
+
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use mnist_cnn::data::{FileSpec, Split};
