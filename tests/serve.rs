@@ -194,6 +194,73 @@ fn only_requests_naming_the_served_address_are_answered() {
     assert_json_error(status, &body, 400, "no Host header");
 }
 
+/// Requests built to exhaust the server: a body announced as a terabyte
+/// (refused unread: nothing the size of it is allocated), a header that
+/// never ends, clients that connect and send nothing, two Host headers. Each
+/// gets its JSON 4xx or is dropped within seconds, the memory stays flat,
+/// and a well-behaved client is answered throughout.
+#[test]
+fn requests_built_to_exhaust_it_are_refused_in_bounded_time_and_memory() {
+    let served = Served::start(&trained_model().1, &[]);
+    let host = served.host();
+    // Warmed up first: each worker's buffers made, a drawing read.
+    let dir = tempfile::tempdir().unwrap();
+    let drawing = std::fs::read(picture(dir.path(), 0)).unwrap();
+    for _ in 0..8 {
+        assert_eq!(served.post("/api/explain", &drawing).0, 200);
+    }
+    let before = served.peak_rss_kb();
+    for length in [
+        "1099511627776",
+        "18446744073709551615",
+        "99999999999999999999999",
+    ] {
+        let head = format!(
+            "POST /api/predict HTTP/1.1\r\nHost: {host}\r\nContent-Length: {length}\r\n\r\n"
+        );
+        let (status, _, body) = served.raw(&head, b"abc");
+        let expected = if length.len() > 20 { 400 } else { 413 };
+        assert_json_error(status, &body, expected, "");
+    }
+    // Headers over 16 kB.
+    let head = format!(
+        "GET /api HTTP/1.1\r\nHost: {host}\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(20 << 10)
+    );
+    let (status, _, body) = served.raw(&head, b"");
+    assert_json_error(status, &body, 431, "16 kB");
+    let (status, _, body) = served.raw(
+        &format!("GET /api HTTP/1.1\r\nHost: {host}\r\nHost: evil.example\r\n\r\n"),
+        b"",
+    );
+    assert_json_error(status, &body, 400, "two Host headers");
+    // Ten clients that connect and send nothing (more than the workers):
+    // each is dropped after the 2 s the head may take, and a real request
+    // made meanwhile is answered within a few seconds.
+    let idle: Vec<TcpStream> = (0..10)
+        .map(|_| TcpStream::connect(("127.0.0.1", served.port)).unwrap())
+        .collect();
+    let started = Instant::now();
+    assert_eq!(served.get("/api").0, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    for mut stream in idle {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    }
+    let after = served.peak_rss_kb();
+    assert!(after < before + 20_000, "peak RSS {before} -> {after} kB");
+    assert!(!served.stderr().contains("panicked"), "{}", served.stderr());
+}
+
 #[test]
 fn bad_requests_get_a_json_4xx_and_the_server_goes_on() {
     let served = Served::start(&trained_model().1, &[]);
@@ -212,8 +279,9 @@ fn bad_requests_get_a_json_4xx_and_the_server_goes_on() {
         chunked.extend_from_slice(b"\r\n");
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
+    // Chunks are refused unread: a chunk-size line has no natural bound.
     let (status, _, body) = served.raw("", &chunked);
-    assert_json_error(status, &body, 413, "1024 kB");
+    assert_json_error(status, &body, 411, "with a Content-Length, not in chunks");
     // Drawings: too large, not a picture, blank, empty.
     let (status, body) = served.post("/api/predict", &png_of(3000, 8, 255));
     assert_eq!(status, 413, "{body}");

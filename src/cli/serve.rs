@@ -40,7 +40,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         paths.stem().display(),
         server.url()
     ))?;
-    server.run(&STOP);
+    server.run(&STOP)?;
     print("stopped")?;
     Ok(())
 }

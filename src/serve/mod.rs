@@ -11,18 +11,17 @@
 //! request names a file (the routes are fixed, and everything served was
 //! loaded or computed at start); a bad request gets a 4xx with a JSON
 //! error, and a handler that fails gets a 500, not a dead server. A fixed
-//! pool of four threads computes the answers, each with its own
-//! network buffers, so memory does not grow with the number of clients.
-//!
-//! The server is `tiny_http`: synchronous, small (a few compiler-seconds),
-//! well-kept, and already what the tests' loopback mirrors used.
+//! pool of four threads reads each request and computes its answer, each
+//! with its own network buffers; connections wait in a bounded queue, and
+//! every read is bounded in size and time ([`http`]), so memory does not
+//! grow with the number of clients and a slow one holds a worker for
+//! seconds at most.
 
-use std::io::Read;
-use std::net::{IpAddr, SocketAddr};
+mod http;
+
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -56,14 +55,16 @@ const WORKERS: usize = 4;
 /// Most mistakes the gallery gets: the tutorial's model makes about 100.
 const MAX_MISTAKES: usize = 200;
 
-/// How often a waiting worker looks at the stop flag.
-const POLL: Duration = Duration::from_millis(100);
-
 /// Why the server could not start.
 #[derive(Debug, Error)]
 pub enum ServeError {
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
+    #[error("cannot serve on {addr}: {source}")]
+    Serve {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Everything the server answers from, loaded and computed at start.
@@ -128,29 +129,27 @@ impl App {
 
 /// A listening server.
 pub struct Server {
-    http: tiny_http::Server,
+    listener: TcpListener,
     addr: SocketAddr,
     hosts: Vec<String>,
-    app: Arc<App>,
+    app: App,
 }
 
 impl Server {
     /// Listens on `host:port` (port 0: any free one).
     pub fn bind(host: IpAddr, port: u16, app: App) -> Result<Self, ServeError> {
         let addr = SocketAddr::new(host, port);
-        let http = tiny_http::Server::http(addr).map_err(|e| ServeError::Bind {
+        let failed = |e: std::io::Error| ServeError::Bind {
             addr,
             reason: e.to_string(),
-        })?;
-        let addr = http
-            .server_addr()
-            .to_ip()
-            .expect("a server bound to an IP address");
+        };
+        let listener = TcpListener::bind(addr).map_err(failed)?;
+        let addr = listener.local_addr().map_err(failed)?;
         Ok(Self {
-            http,
+            listener,
             addr,
             hosts: allowed_hosts(addr),
-            app: Arc::new(app),
+            app,
         })
     }
 
@@ -161,61 +160,65 @@ impl Server {
 
     /// Serves until `stop` is set, then returns once every worker has
     /// finished the request it had.
-    pub fn run(self, stop: &AtomicBool) {
-        std::thread::scope(|scope| {
-            for _ in 0..WORKERS {
-                scope.spawn(|| {
-                    let mut explainer = Explainer::new(&self.app.model);
-                    while !stop.load(Ordering::Relaxed) {
-                        match self.http.recv_timeout(POLL) {
-                            Ok(Some(request)) => self.answer(request, &mut explainer),
-                            Ok(None) => {}
-                            // The listener is gone: nothing more will come.
-                            Err(_) => break,
-                        }
-                    }
-                });
-            }
-        });
-    }
-
-    fn answer(&self, mut request: tiny_http::Request, explainer: &mut Explainer) {
-        let reply = catch_unwind(AssertUnwindSafe(|| {
-            handle(
-                &self.app,
-                &self.hosts,
-                self.addr.port(),
-                &mut request,
-                explainer,
-            )
-        }))
-        .unwrap_or_else(|_| {
-            // The buffers may be half-written: start from fresh ones.
-            *explainer = Explainer::new(&self.app.model);
-            Reply::error(500, "internal error while answering this request")
-        });
-        // Every answer is in memory: its length is sent, never chunks.
-        let mut response = tiny_http::Response::from_data(reply.body)
-            .with_chunked_threshold(usize::MAX)
-            .with_status_code(reply.status)
-            .with_header(header("Content-Type", reply.content_type))
-            .with_header(header("Cache-Control", "no-store"))
-            .with_header(header("X-Content-Type-Options", "nosniff"));
-        if reply.content_type.starts_with("text/html") {
-            response = response.with_header(header(
-                "Content-Security-Policy",
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
-                 img-src 'self' data: blob:; connect-src 'self'; form-action 'none'; \
-                 frame-ancestors 'none'",
-            ));
-        }
-        // A client that went away is no concern of the server's.
-        let _ = request.respond(response);
+    pub fn run(self, stop: &AtomicBool) -> Result<(), ServeError> {
+        let Self {
+            listener,
+            addr,
+            hosts,
+            app,
+        } = self;
+        let explainers = (0..WORKERS).map(|_| Explainer::new(&app.model)).collect();
+        http::serve(
+            listener,
+            stop,
+            explainers,
+            MAX_BODY,
+            |explainer, request| answer(&app, &hosts, addr.port(), request, explainer),
+            |refused| respond(Reply::error(refused.status, refused.message)),
+        )
+        .map_err(|source| ServeError::Serve { addr, source })
     }
 }
 
-fn header(name: &str, value: &str) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("a valid header")
+/// The reply to `request`, with the headers every answer carries.
+fn answer(
+    app: &App,
+    hosts: &[String],
+    port: u16,
+    request: http::Request,
+    explainer: &mut Explainer,
+) -> http::Response {
+    let reply = catch_unwind(AssertUnwindSafe(|| {
+        handle(app, hosts, port, &request, explainer)
+    }))
+    .unwrap_or_else(|_| {
+        // The buffers may be half-written: start from fresh ones.
+        *explainer = Explainer::new(&app.model);
+        Reply::error(500, "internal error while answering this request")
+    });
+    respond(reply)
+}
+
+/// `reply` as the HTTP layer sends it.
+fn respond(reply: Reply) -> http::Response {
+    let mut headers = vec![
+        ("Cache-Control", "no-store"),
+        ("X-Content-Type-Options", "nosniff"),
+    ];
+    if reply.content_type.starts_with("text/html") {
+        headers.push((
+            "Content-Security-Policy",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             img-src 'self' data: blob:; connect-src 'self'; form-action 'none'; \
+             frame-ancestors 'none'",
+        ));
+    }
+    http::Response {
+        status: reply.status,
+        content_type: reply.content_type,
+        headers,
+        body: reply.body,
+    }
 }
 
 /// `127.0.0.1:8080`, `[::1]:8080`.
@@ -291,37 +294,23 @@ fn handle(
     app: &App,
     hosts: &[String],
     port: u16,
-    request: &mut tiny_http::Request,
+    request: &http::Request,
     explainer: &mut Explainer,
 ) -> Reply {
-    let host = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Host"))
-        .map(|h| h.value.as_str().to_string());
-    match host {
-        Some(host) if host_allowed(hosts, &host, port) => {}
-        Some(host) => {
-            return Reply::error(
-                421,
-                format!(
-                    "this server answers requests for {}, not {host}",
-                    hosts.join(" or ")
-                ),
-            );
-        }
-        None => return Reply::error(400, "the request has no Host header"),
+    let host = &request.host;
+    if !host_allowed(hosts, host, port) {
+        return Reply::error(
+            421,
+            format!(
+                "this server answers requests for {}, not {host}",
+                hosts.join(" or ")
+            ),
+        );
     }
-    let method = request.method().clone();
     // The path without the query, which no route reads.
-    let path = request
-        .url()
-        .split(['?', '#'])
-        .next()
-        .unwrap_or("")
-        .to_string();
-    use tiny_http::Method::{Get, Head, Post};
-    match (&method, path.as_str()) {
+    let path = request.path.as_str();
+    use http::Method::{Get, Head, Post};
+    match (request.method, path) {
         (Get | Head, "/") => Reply {
             status: 200,
             content_type: "text/html; charset=utf-8",
@@ -360,11 +349,10 @@ fn handle(
             }
         }
         (Post, "/api/predict" | "/api/explain") => {
-            let body = match read_body(request) {
-                Ok(body) => body,
-                Err(reply) => return reply,
-            };
-            let prepared = match prepare_drawing(&body) {
+            if request.body.is_empty() {
+                return Reply::error(400, "the body is empty: send the drawing as a PNG");
+            }
+            let prepared = match prepare_drawing(&request.body) {
                 Ok(p) => p,
                 Err(reply) => return reply,
             };
@@ -398,38 +386,6 @@ fn handle(
 
 fn explanation_json(e: &Explanation) -> Value {
     serde_json::to_value(e).expect("an explanation serialises")
-}
-
-/// The body, read to at most `MAX_BODY` bytes.
-fn read_body(request: &mut tiny_http::Request) -> Result<Vec<u8>, Reply> {
-    let too_large = || {
-        Reply::error(
-            413,
-            format!(
-                "the body is over the {} kB this server reads",
-                MAX_BODY >> 10
-            ),
-        )
-    };
-    if request.body_length().is_some_and(|n| n > MAX_BODY) {
-        return Err(too_large());
-    }
-    let mut body = Vec::with_capacity(request.body_length().unwrap_or(0));
-    request
-        .as_reader()
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| Reply::error(400, format!("cannot read the body: {e}")))?;
-    if body.len() > MAX_BODY {
-        return Err(too_large());
-    }
-    if body.is_empty() {
-        return Err(Reply::error(
-            400,
-            "the body is empty: send the drawing as a PNG",
-        ));
-    }
-    Ok(body)
 }
 
 /// A drawing made into the network's input by `predict`'s steps, its size
