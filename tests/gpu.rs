@@ -346,7 +346,7 @@ fn predict_runs_on_the_gpu() {
     let dir = tempfile::tempdir().unwrap();
     let test = subset(Split::Test, 1);
     let picture = dir.path().join("digit.png");
-    mnist_cnn::picture::write_png(&picture, test.images.image(0), 4).unwrap();
+    mnist_cnn::picture::write_png(&picture, test.images.image(0), 4, true).unwrap();
     let picture = picture.to_str().unwrap();
     let answer = |backend: &str| -> Vec<f32> {
         let (out, _) = run(&["predict", "--json", "--backend", backend, picture], model);
