@@ -157,12 +157,11 @@ fn misclassified_says_when_fewer_mistakes_exist_than_asked() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains('█'));
 }
 
-/// `misclassified` with `args` on the shared model; returns the output.
-fn misclassified(args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    use std::io::Write;
+/// `misclassified` with `args` on the shared model, its streams piped.
+fn misclassified_command(args: &[&str]) -> std::process::Command {
     let (_, model, _) = trained_model();
-    let mut child = mnist_cnn()
-        .arg("misclassified")
+    let mut cmd = mnist_cnn();
+    cmd.arg("misclassified")
         .args(args)
         .arg("--data-dir")
         .arg(common::data_dir())
@@ -170,9 +169,14 @@ fn misclassified(args: &[&str], stdin: Option<&str>) -> std::process::Output {
         .arg(model)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// `misclassified` with `args` on the shared model; returns the output.
+fn misclassified(args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    let mut child = misclassified_command(args).spawn().unwrap();
     let mut input = child.stdin.take().unwrap();
     input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
     drop(input);
@@ -488,24 +492,8 @@ fn the_random_quiz_scores_the_model_on_digits_it_may_get_right() {
 #[test]
 fn ctrl_c_ends_the_quiz_with_the_score_so_far() {
     use std::io::{BufRead, BufReader, Write};
-    let (_, model, _) = trained_model();
     let picks = chosen(3, 8);
-    let mut child = mnist_cnn()
-        .args([
-            "misclassified",
-            "--count",
-            "3",
-            "--seed",
-            "8",
-            "--quiz",
-            "--data-dir",
-        ])
-        .arg(common::data_dir())
-        .arg("--model")
-        .arg(model)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let mut child = misclassified_command(&["--count", "3", "--seed", "8", "--quiz"])
         .spawn()
         .unwrap();
     let mut input = child.stdin.take().unwrap();
