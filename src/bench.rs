@@ -11,13 +11,16 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::arch::{CONV_SIDE, FEATURES, FILTERS, HIDDEN, TAPS};
+use crate::arch::{
+    CONV_SIDE, EVAL_FLOP_PER_IMAGE, FEATURES, FILTERS, HIDDEN, TAPS, TRAIN_FLOP_PER_IMAGE,
+};
 use crate::backend::{self, Backend};
 use crate::data::Examples;
 use crate::eval;
 use crate::idx::CLASSES;
+use crate::kernels;
 use crate::machine::{cpu_seconds, peak_rss_mb};
-use crate::matmul::{Matrix, product, product_split_k};
+use crate::matmul::{Matrix, WeightGradient, backward_and_update, product, product_split_k};
 use crate::train::{Engine, TrainConfig, Trainer};
 
 /// What to measure.
@@ -42,8 +45,12 @@ pub struct BenchResult {
     /// instruction set, the threads and the CPU utilisation describe it only then.
     pub on_host: bool,
     pub engine: Engine,
-    /// The widest instruction set the CPU kernels use here (CPU backends only).
+    /// The instruction set the crate's own kernels use here (CPU backends
+    /// only; `MNIST_CNN_SIMD` may narrow it).
     pub simd: Option<String>,
+    /// The machine's peak single-precision rate on that instruction set,
+    /// all threads, in GFLOP/s ([`kernels::peak_gflops`]; CPU backends only).
+    pub peak_gflops: Option<f64>,
     /// The CPU threads computing (CPU backends only).
     pub threads: Option<usize>,
     pub train_steps: usize,
@@ -57,6 +64,11 @@ pub struct BenchResult {
     pub floor_ms: Option<f64>,
     /// `ms_per_step / floor_ms`.
     pub step_over_floor: Option<f64>,
+    /// The training step's operations per second: 16,146,432 an image
+    /// ([`TRAIN_FLOP_PER_IMAGE`]) at `train_img_per_s`.
+    pub train_gflops: f64,
+    /// The same for the products alone, at `floor_ms`.
+    pub floor_gflops: Option<f64>,
     /// CPU time over wall time × threads during the timed steps (CPU
     /// backends only).
     pub cpu_utilisation: Option<f64>,
@@ -65,6 +77,9 @@ pub struct BenchResult {
     pub eval_images: usize,
     pub eval_batch_size: usize,
     pub eval_img_per_s: f64,
+    /// Evaluation's operations per second: 5,511,936 an image
+    /// ([`EVAL_FLOP_PER_IMAGE`]).
+    pub eval_gflops: f64,
     /// Peak resident memory of this process (VmHWM), in MB.
     pub peak_rss_mb: Option<f64>,
 }
@@ -123,11 +138,25 @@ pub fn run(
     let eval_s = started.elapsed().as_secs_f64();
 
     let floor_ms = on_host.then(|| floor(config.batch_size).as_secs_f64() * 1000.0);
+    let peak_gflops = on_host.then(|| kernels::peak_gflops(kernels::isa()));
+    let gflops = |images_per_s: f64, flop: usize| images_per_s * flop as f64 / 1e9;
+    let eval_img_per_s = test.len() as f64 / eval_s;
     BenchResult {
         backend: backend::describe(device),
         on_host,
         engine: config.engine,
-        simd: on_host.then(|| simd().into()),
+        simd: on_host.then(|| {
+            let isa = kernels::isa();
+            if isa == kernels::Isa::best() {
+                isa.label().to_string()
+            } else {
+                format!(
+                    "{}, set by MNIST_CNN_SIMD for this crate's kernels and the peak only",
+                    isa.label()
+                )
+            }
+        }),
+        peak_gflops,
         threads: on_host.then(rayon::current_num_threads),
         train_steps: config.steps,
         batch_size: config.batch_size,
@@ -136,19 +165,28 @@ pub fn run(
         epoch_s: 60_000.0 / train_img_per_s,
         floor_ms,
         step_over_floor: floor_ms.map(|floor| ms_per_step / floor),
+        train_gflops: gflops(train_img_per_s, TRAIN_FLOP_PER_IMAGE),
+        floor_gflops: floor_ms.map(|floor| {
+            gflops(
+                config.batch_size as f64 * 1000.0 / floor,
+                TRAIN_FLOP_PER_IMAGE,
+            )
+        }),
         cpu_utilisation,
         phases,
         eval_images: test.len(),
         eval_batch_size: config.eval_batch_size,
-        eval_img_per_s: test.len() as f64 / eval_s,
+        eval_img_per_s,
+        eval_gflops: gflops(eval_img_per_s, EVAL_FLOP_PER_IMAGE),
         peak_rss_mb: peak_rss_mb(),
     }
 }
 
 /// The time the matrix products of one training step at batch `n` take
 /// alone, on the same kernels the step uses (gemm, the hidden layer's
-/// forward product split along its long dimension), at the same shapes: the convolution as a
-/// product (im2col) forward and for its weight gradient, the hidden layer
+/// forward product split along its long dimension, and the crate's own
+/// fused input gradient and update), at the same shapes: the convolution as
+/// a product (im2col) forward and for its weight gradient, the hidden layer
 /// forward, its input gradient and its weight update, and the output layer
 /// forward and its two gradients. The best of several rounds.
 pub(crate) fn floor(n: usize) -> Duration {
@@ -193,23 +231,17 @@ pub(crate) fn floor(n: usize) -> Duration {
             None,
         );
         product_split_k(&mut hidden, n, FEATURES, HIDDEN, &features, &w1);
-        product(
+        backward_and_update(
+            &mut w1,
+            &features,
+            &hidden,
             &mut grad_features,
             n,
-            HIDDEN,
             FEATURES,
-            Matrix::row_major(&hidden, HIDDEN),
-            Matrix::transposed(&w1, HIDDEN),
-            None,
-        );
-        product(
-            &mut w1,
-            FEATURES,
-            n,
             HIDDEN,
-            Matrix::transposed(&features, FEATURES),
-            Matrix::row_major(&hidden, HIDDEN),
-            Some(-1e-9),
+            WeightGradient::Apply {
+                learning_rate: 1e-9,
+            },
         );
         product(
             &mut logits,
@@ -246,20 +278,6 @@ pub(crate) fn floor(n: usize) -> Duration {
         .expect("rounds")
 }
 
-/// The widest vector instructions the kernels pick on this CPU.
-fn simd() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
-            return "AVX-512";
-        }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            return "AVX2";
-        }
-    }
-    "baseline"
-}
-
 impl BenchResult {
     /// Human-readable report.
     pub fn report(&self) -> String {
@@ -282,17 +300,32 @@ impl BenchResult {
                 self.engine.name()
             )
         };
+        let rate = |gflops: f64| match self.peak_gflops {
+            Some(peak) => format!("{gflops:.0} GFLOP/s, {:.0}% of peak", 100.0 * gflops / peak),
+            None => format!("{gflops:.0} GFLOP/s"),
+        };
+        if let (Some(peak), Some(simd), Some(threads)) =
+            (self.peak_gflops, &self.simd, self.threads)
+        {
+            out.push_str(&format!(
+                "peak: {peak:.0} GFLOP/s ({simd} fused multiply-adds on {threads} threads, measured now)\n"
+            ));
+        }
         out.push_str(&format!(
-            "train: {:.0} images/s ({:.2} ms per step of {}, {:.1} s per 60,000-image epoch; {} steps)\n",
+            "train: {:.0} images/s ({:.2} ms per step of {}, {:.1} s per 60,000-image epoch; {} steps): {}\n",
             self.train_img_per_s,
             self.ms_per_step,
             self.batch_size,
             self.epoch_s,
             self.train_steps,
+            rate(self.train_gflops),
         ));
-        if let (Some(floor), Some(ratio)) = (self.floor_ms, self.step_over_floor) {
+        if let (Some(floor), Some(ratio), Some(gflops)) =
+            (self.floor_ms, self.step_over_floor, self.floor_gflops)
+        {
             out.push_str(&format!(
-                "floor: {floor:.2} ms per step for the step's matrix products alone; step/floor {ratio:.2}\n"
+                "floor: {floor:.2} ms per step for the step's matrix products alone ({}); step/floor {ratio:.2}\n",
+                rate(gflops),
             ));
         }
         if self.on_host {
@@ -307,8 +340,11 @@ impl BenchResult {
             out.push_str(&format!("step phases: {}\n", shares.join(", ")));
         }
         out.push_str(&format!(
-            "eval:  {:.0} images/s ({} images at batch {})\npeak RSS: {rss}",
-            self.eval_img_per_s, self.eval_images, self.eval_batch_size,
+            "eval:  {:.0} images/s ({} images at batch {}): {}\npeak RSS: {rss}",
+            self.eval_img_per_s,
+            self.eval_images,
+            self.eval_batch_size,
+            rate(self.eval_gflops),
         ));
         out
     }

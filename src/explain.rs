@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use crate::arch::{CONV_SIDE, FEATURES, FILTERS, HIDDEN, KERNEL, POOL, POOL_SIDE, TAPS};
 use crate::backend;
+use crate::eval::softmax;
 use crate::host::HostNet;
 use crate::idx::{CLASSES, PIXELS, SIDE};
 use crate::model::Cnn;
@@ -170,14 +171,6 @@ pub fn max_pool(map: &[f32]) -> Vec<f32> {
         }
     }
     out
-}
-
-/// Softmax in f64, rounded to f32 once.
-fn softmax(logits: &[f32; CLASSES]) -> [f32; CLASSES] {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let exp: Vec<f64> = logits.iter().map(|&l| (l as f64 - max).exp()).collect();
-    let sum: f64 = exp.iter().sum();
-    std::array::from_fn(|k| (exp[k] / sum) as f32)
 }
 
 /// The likeliest class (the first of equals, as `eval`'s).

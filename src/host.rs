@@ -26,7 +26,7 @@ use crate::block::{self, Input, Kernel};
 use crate::data::Examples;
 use crate::dense;
 use crate::idx::{CLASSES, Images, SIDE};
-use crate::matmul::{Matrix, backward_and_update, product};
+use crate::matmul::{WeightGradient, backward_and_update};
 use crate::model::{Cnn, Parameters};
 use crate::optim::{HostUpdate, Optimizer};
 
@@ -225,37 +225,26 @@ impl HostNet {
         let mut grad_b1 = vec![0.0f32; HIDDEN];
         dense::relu_backward_host(&mut self.grad_hidden, &self.hidden, &mut grad_b1, HIDDEN);
         self.grad_features.resize(n * FEATURES, 0.0);
-        if self.update.is_plain_sgd() {
-            backward_and_update(
-                &mut self.w1,
-                &self.features,
-                &self.grad_hidden,
-                &mut self.grad_features,
-                n,
-                FEATURES,
-                HIDDEN,
-                self.update.learning_rate(),
-            );
+        let weight_gradient = if self.update.is_plain_sgd() {
+            WeightGradient::Apply {
+                learning_rate: self.update.learning_rate(),
+            }
         } else {
-            product(
-                &mut self.grad_features,
-                n,
-                HIDDEN,
-                FEATURES,
-                Matrix::row_major(&self.grad_hidden, HIDDEN),
-                Matrix::transposed(&self.w1, HIDDEN),
-                None,
-            );
             self.grad_w1.resize(FEATURES * HIDDEN, 0.0);
-            product(
-                &mut self.grad_w1,
-                FEATURES,
-                n,
-                HIDDEN,
-                Matrix::transposed(&self.features, FEATURES),
-                Matrix::row_major(&self.grad_hidden, HIDDEN),
-                None,
-            );
+            WeightGradient::Into(&mut self.grad_w1)
+        };
+        let gradient_only = matches!(weight_gradient, WeightGradient::Into(_));
+        backward_and_update(
+            &mut self.w1,
+            &self.features,
+            &self.grad_hidden,
+            &mut self.grad_features,
+            n,
+            FEATURES,
+            HIDDEN,
+            weight_gradient,
+        );
+        if gradient_only {
             self.update
                 .apply(HIDDEN_WEIGHT, &mut self.w1, &self.grad_w1);
         }

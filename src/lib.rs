@@ -43,6 +43,8 @@ pub mod export;
 pub mod files;
 mod host;
 pub mod idx;
+#[allow(unsafe_code)]
+pub mod kernels;
 pub mod machine;
 #[allow(unsafe_code)]
 mod matmul;

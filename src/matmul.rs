@@ -1,7 +1,12 @@
 //! Matrix products on the host, on the `gemm` crate's kernels (the ones
 //! Burn's Flex backend uses, AVX-512 or AVX2 picked at run time) with all
 //! threads: the one place that calls into `gemm`, with the bounds checks its
-//! raw-pointer interface needs.
+//! raw-pointer interface needs, and the one that picks between it and the
+//! crate's own kernels ([`crate::kernels`]) for the hidden layer's backward
+//! pass.
+
+use crate::kernels;
+pub(crate) use crate::kernels::WeightGradient;
 
 /// A read-only matrix view: values with row and column strides.
 #[derive(Clone, Copy)]
@@ -99,33 +104,13 @@ pub fn product_split_k(dst: &mut [f32], m: usize, k: usize, n: usize, a: &[f32],
     }
 }
 
-/// Rows of `w` that [`backward_and_update`] takes at a time: 512 × 128
-/// floats (256 kB) stay in the L2 cache between the two products.
-const UPDATE_ROWS: usize = 512;
-
-/// A pointer that may cross threads: each task writes its own columns.
-#[derive(Clone, Copy)]
-struct Shared(*mut f32);
-// SAFETY: only used by `backward_and_update`, whose tasks write disjoint elements.
-unsafe impl Send for Shared {}
-unsafe impl Sync for Shared {}
-
-impl Shared {
-    /// The pointer (a method, so that closures capture the whole `Shared`).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
-/// A dense layer's input gradient and SGD update in one pass over its
+/// A dense layer's input gradient and weight update in one pass over its
 /// weights, for row-major `x` (`n × k`), `w` (`k × o`), `g` (`n × o`, the
 /// gradient of the layer's output) and `dx` (`n × k`): `dx = g·wᵀ`, from
-/// the weights as they were, then `w -= lr·xᵀ·g`. Blocks of
-/// [`UPDATE_ROWS`] rows of `w` are taken in parallel, each giving its slice
-/// of `dx`'s columns and then updated while still in cache, so that `w` is
-/// read from memory once rather than twice (1.74 ms against 2.07 ms for the
-/// two products apart, at 32×20000×128 here). The blocks are fixed, not
-/// the threads, so the result is the same on any number of cores.
+/// the weights as they were, then `w -= lr·xᵀ·g` (or, with `grad_w`, that
+/// gradient written there and `w` left as it is). On the crate's own
+/// kernels ([`kernels::backward_and_update`], which read `w` from memory
+/// once) where they take the shape, else as gemm products.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_and_update(
     w: &mut [f32],
@@ -135,76 +120,41 @@ pub fn backward_and_update(
     n: usize,
     k: usize,
     o: usize,
-    lr: f32,
+    weight_gradient: WeightGradient,
 ) {
-    use rayon::prelude::*;
-    assert_eq!(
-        (w.len(), x.len(), g.len(), dx.len()),
-        (k * o, n * k, n * o, n * k),
-        "operand sizes"
-    );
-    if n == 0 || k == 0 || o == 0 {
-        // Nothing to compute, and no pointer below may step into an empty buffer.
+    if kernels::fits(o) {
+        kernels::backward_and_update(w, x, g, dx, n, k, o, weight_gradient);
         return;
     }
-    let dx = Shared(dx.as_mut_ptr());
-    w.par_chunks_mut(UPDATE_ROWS * o)
-        .enumerate()
-        .for_each(|(block, w_rows)| {
-            let first = block * UPDATE_ROWS;
-            let rows = w_rows.len() / o;
-            // SAFETY: this block's rows of w are `w_rows` (rows × o, row-major).
-            // Its part of dx is columns first..first + rows of the n × k
-            // matrix, written as the transposed (rows × n) product at row
-            // stride 1 and column stride k: elements j·k + first + i for
-            // i < rows, j < n, all below n·k since first + rows <= k; no other
-            // block writes those columns, and nothing reads dx meanwhile. x is
-            // read at the same indices, g whole; both are shared borrows.
-            unsafe {
-                gemm::gemm(
-                    rows,
-                    n,
-                    o,
-                    dx.get().add(first),
-                    k as isize,
-                    1,
-                    false,
-                    w_rows.as_ptr(),
-                    1,
-                    o as isize,
-                    g.as_ptr(),
-                    o as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-                gemm::gemm(
-                    rows,
-                    o,
-                    n,
-                    w_rows.as_mut_ptr(),
-                    1,
-                    o as isize,
-                    true,
-                    x.as_ptr().add(first),
-                    k as isize,
-                    1,
-                    g.as_ptr(),
-                    1,
-                    o as isize,
-                    1.0,
-                    -lr,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-        });
+    product(
+        dx,
+        n,
+        o,
+        k,
+        Matrix::row_major(g, o),
+        Matrix::transposed(w, o),
+        None,
+    );
+    match weight_gradient {
+        WeightGradient::Apply { learning_rate } => product(
+            w,
+            k,
+            n,
+            o,
+            Matrix::transposed(x, k),
+            Matrix::row_major(g, o),
+            Some(-learning_rate),
+        ),
+        WeightGradient::Into(grad) => product(
+            grad,
+            k,
+            n,
+            o,
+            Matrix::transposed(x, k),
+            Matrix::row_major(g, o),
+            None,
+        ),
+    }
 }
 
 /// Writes `a·b` into the row-major `m × n` matrix `dst`, or, with
@@ -326,7 +276,16 @@ mod tests {
             Some(-0.5),
         );
         let (mut w, mut dx) = (w, vec![f32::NAN; n * k]);
-        backward_and_update(&mut w, &x, &g, &mut dx, n, k, o, 0.5);
+        backward_and_update(
+            &mut w,
+            &x,
+            &g,
+            &mut dx,
+            n,
+            k,
+            o,
+            WeightGradient::Apply { learning_rate: 0.5 },
+        );
         assert_eq!(dx, expected_dx);
         assert_eq!(w, expected_w);
     }

@@ -421,3 +421,57 @@ fn temp_files_an_interrupted_save_left_are_removed_and_never_read() {
     names.sort();
     assert_eq!(names, ["model.bpk", "model.json", "model.svg"]);
 }
+
+/// The test accuracy a `train` run with `MNIST_CNN_SIMD=simd` prints.
+fn test_accuracy_with_kernels(simd: &str) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let out = stdout_of(
+        mnist_cnn()
+            .env("MNIST_CNN_SIMD", simd)
+            .args(["train", "--epochs", "2", "--limit", "2000", "--data-dir"])
+            .arg(common::data_dir())
+            .arg("--model")
+            .arg(dir.path().join("model")),
+    );
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Test loss: "))
+        .unwrap_or_else(|| panic!("no test result: {out}"));
+    line.rsplit("accuracy: ")
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The portable kernels, what a CPU without AVX2 runs (ARM laptops among
+/// them), forced on this machine: training through them learns, and ends
+/// where the widest kernels do but for rounding.
+#[test]
+fn training_on_the_portable_kernels_learns_as_on_the_widest() {
+    let portable = test_accuracy_with_kernels("portable");
+    let widest = test_accuracy_with_kernels("");
+    assert!(
+        portable > common::LEARNED,
+        "portable kernels: test accuracy {portable}"
+    );
+    assert!(
+        (portable - widest).abs() < 0.01,
+        "portable {portable}, widest {widest}"
+    );
+}
+
+#[test]
+fn an_unknown_or_missing_instruction_set_is_refused_in_one_line() {
+    let mut cmd = mnist_cnn();
+    cmd.env("MNIST_CNN_SIMD", "sse9")
+        .args(["eval", "--data-dir"])
+        .arg(common::data_dir());
+    common::fails_with(&mut cmd, "MNIST_CNN_SIMD=sse9 is not an instruction set");
+    if !std::arch::is_x86_feature_detected!("avx2") {
+        let mut cmd = mnist_cnn();
+        cmd.env("MNIST_CNN_SIMD", "avx2").arg("eval");
+        common::fails_with(&mut cmd, "this CPU or build has only portable");
+    }
+}

@@ -31,13 +31,24 @@ use args::Command;
 use crate::term::{self, EXIT_INTERRUPTED, note};
 
 /// Runs the command the user asked for and says how it ended.
+/// Sets the kernels' instruction set from `MNIST_CNN_SIMD` (unset: the
+/// widest this CPU and build have), refusing a name it does not know or an
+/// instruction set the CPU lacks, which would die of an illegal instruction.
+fn choose_kernels() -> anyhow::Result<()> {
+    let setting = std::env::var("MNIST_CNN_SIMD").ok();
+    let isa =
+        mnist_cnn::kernels::Isa::from_setting(setting.as_deref()).map_err(anyhow::Error::msg)?;
+    mnist_cnn::kernels::choose(isa);
+    Ok(())
+}
+
 pub fn run(cli: Cli) -> ExitCode {
     let Some(command) = cli.command else {
         // Bare `mnist-cnn`: not an error, a first step.
         let _ = term::print(args::START_HERE);
         return ExitCode::SUCCESS;
     };
-    let result = match command {
+    let result = choose_kernels().and_then(|()| match command {
         Command::Download(args) => download::run(&args),
         Command::Train(args) => train::run(&args),
         Command::Eval(args) => eval::run(&args),
@@ -50,7 +61,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Models(args) => models::run(&args),
         Command::Explain(args) => explain::run(&args),
         Command::Serve(args) => serve::run(&args),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // The reader of our output has gone (`| head`): nothing is wrong.

@@ -1,0 +1,791 @@
+//! The hidden layer's backward pass on micro-kernels written for its
+//! shapes, and the machine's own peak rate to measure every product against.
+//!
+//! The layer's weights `W` are 20,000 × 128 and a training batch is 32
+//! images, so the input gradient `g·Wᵀ` and the update `W -= lr·Xᵀ·g` run
+//! over 20,000 rows of `W` with only 32 or 128 in the other dimensions. Here
+//! they share one pass over `W`: a block of rows gives its part of the input
+//! gradient from the old values, then its rows of the weight gradient while
+//! still in cache, applied at once (plain SGD) or stored for an optimiser.
+//! Every element's sum runs in an order fixed by the shapes alone, never by
+//! the threads, so the results are the same on any number of cores. (The
+//! forward product stays on gemm, which measured faster here: see README,
+//! Speed.)
+//!
+//! Each kernel is written once over [`Vector`] and compiled for AVX-512,
+//! AVX2 + FMA and a portable vector of four lanes (which LLVM maps to SSE2 or
+//! NEON), picked at run time ([`Isa`]). `MNIST_CNN_SIMD` can ask for a
+//! narrower one than the CPU has, to measure or test it.
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Rows of `W` that [`backward_and_update`] takes at a time: 512 × 128
+/// floats (256 kB) stay in the L2 cache between its two products.
+const UPDATE_ROWS: usize = 512;
+
+/// The vector instruction sets the kernels are compiled for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Isa {
+    /// Four lanes of plain Rust arithmetic (SSE2 on x86-64, NEON on ARM).
+    Portable,
+    /// 8 lanes with fused multiply-add.
+    Avx2,
+    /// 16 lanes with fused multiply-add (with the `avx512` feature).
+    Avx512,
+}
+
+impl Isa {
+    /// All of them, narrowest first.
+    pub const ALL: [Isa; 3] = [Isa::Portable, Isa::Avx2, Isa::Avx512];
+
+    /// The name `MNIST_CNN_SIMD` takes and `bench` prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+        }
+    }
+
+    /// How people write it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable SIMD",
+            Isa::Avx2 => "AVX2",
+            Isa::Avx512 => "AVX-512",
+        }
+    }
+
+    /// The widest this CPU and this build have.
+    pub fn best() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// Whether this CPU and build can run it.
+    pub fn available(self) -> bool {
+        self <= Isa::best()
+    }
+
+    /// The instruction set `MNIST_CNN_SIMD` names (`None`: the best there
+    /// is), or why it cannot be used.
+    pub fn from_setting(setting: Option<&str>) -> Result<Isa, String> {
+        let Some(setting) = setting.map(str::trim).filter(|s| !s.is_empty()) else {
+            return Ok(Isa::best());
+        };
+        let names: Vec<&str> = Isa::ALL.iter().map(|isa| isa.name()).collect();
+        let isa = Isa::ALL
+            .into_iter()
+            .find(|isa| isa.name().eq_ignore_ascii_case(setting))
+            .ok_or_else(|| {
+                format!(
+                    "MNIST_CNN_SIMD={setting} is not an instruction set this tool knows: use one of {}, or unset it",
+                    names.join(", ")
+                )
+            })?;
+        if isa.available() {
+            Ok(isa)
+        } else {
+            Err(format!(
+                "MNIST_CNN_SIMD={setting}, but this CPU or build has only {}: use that or something narrower, or unset it",
+                Isa::best().name()
+            ))
+        }
+    }
+}
+
+static CHOSEN: OnceLock<Isa> = OnceLock::new();
+
+/// The instruction set the kernels run on: the one [`choose`] set, or else
+/// the best this CPU and build have.
+pub fn isa() -> Isa {
+    *CHOSEN.get_or_init(Isa::best)
+}
+
+/// Makes the kernels run on `isa` from now on (before any product runs;
+/// later calls change nothing). Returns the instruction set in use.
+pub fn choose(isa: Isa) -> Isa {
+    assert!(isa.available(), "{} is not available here", isa.label());
+    *CHOSEN.get_or_init(|| isa)
+}
+
+/// A vector of `LANES` floats: what the kernels are written in.
+///
+/// # Safety
+/// An implementation's functions may use instructions the CPU must have:
+/// they are only called from functions compiled for them (the `*_for`
+/// wrappers below) after [`Isa::available`] said so.
+trait Vector: Copy {
+    const LANES: usize;
+    unsafe fn splat(v: f32) -> Self;
+    /// Reads `LANES` floats from `p` (no alignment needed).
+    unsafe fn load(p: *const f32) -> Self;
+    unsafe fn store(self, p: *mut f32);
+    /// `self·b + c`, fused where the instruction set has it.
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self;
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Vector;
+    use std::arch::x86_64::*;
+
+    #[derive(Clone, Copy)]
+    pub struct Avx2(__m256);
+
+    impl Vector for Avx2 {
+        const LANES: usize = 8;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            Avx2(unsafe { _mm256_set1_ps(v) })
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            Avx2(unsafe { _mm256_loadu_ps(p) })
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe { _mm256_storeu_ps(p, self.0) }
+        }
+        #[inline(always)]
+        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+            Avx2(unsafe { _mm256_fmadd_ps(self.0, b.0, c.0) })
+        }
+    }
+
+    #[cfg(feature = "avx512")]
+    #[derive(Clone, Copy)]
+    pub struct Avx512(__m512);
+
+    #[cfg(feature = "avx512")]
+    impl Vector for Avx512 {
+        const LANES: usize = 16;
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> Self {
+            Avx512(unsafe { _mm512_set1_ps(v) })
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            Avx512(unsafe { _mm512_loadu_ps(p) })
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            unsafe { _mm512_storeu_ps(p, self.0) }
+        }
+        #[inline(always)]
+        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+            Avx512(unsafe { _mm512_fmadd_ps(self.0, b.0, c.0) })
+        }
+    }
+}
+
+/// Four lanes of plain arithmetic, which LLVM turns into one SSE2 or NEON
+/// register. Multiply and add stay two roundings where FMA is not part of
+/// the baseline (x86-64), and are fused on ARM, where it is.
+#[derive(Clone, Copy)]
+struct Portable([f32; 4]);
+
+impl Vector for Portable {
+    const LANES: usize = 4;
+    #[inline(always)]
+    unsafe fn splat(v: f32) -> Self {
+        Portable([v; 4])
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Portable(unsafe { p.cast::<[f32; 4]>().read_unaligned() })
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        unsafe { p.cast::<[f32; 4]>().write_unaligned(self.0) }
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+        let mut out = [0.0; 4];
+        for (o, ((a, b), c)) in out.iter_mut().zip(self.0.iter().zip(b.0).zip(c.0)) {
+            *o = if cfg!(target_arch = "aarch64") {
+                a.mul_add(b, c)
+            } else {
+                a * b + c
+            };
+        }
+        Portable(out)
+    }
+}
+
+/// Columns of the output (or of `W`) that the kernels need `o` to be a
+/// multiple of on `isa` (the widest tile's); other shapes go to the
+/// general library.
+pub(crate) fn column_block(isa: Isa) -> usize {
+    match isa {
+        Isa::Portable => 16,
+        Isa::Avx2 => 32,
+        Isa::Avx512 => 128,
+    }
+}
+
+/// Whether the kernels take a layer with `o` outputs.
+pub(crate) fn fits(o: usize) -> bool {
+    o > 0 && o.is_multiple_of(column_block(isa()))
+}
+
+/// Raw pointers that may cross threads: each task writes elements no other
+/// task touches (said at each use).
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: see the type's comment.
+unsafe impl Send for Shared {}
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    /// The pointer (a method, so that closures capture the whole `Shared`).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// The operands of [`backward_block`]: one block of `rows` rows of `w`,
+/// from row `first`.
+#[derive(Clone, Copy)]
+struct Backward {
+    w: *mut f32,
+    /// The block's rows of the gradient of `w`, or null: update `w` instead.
+    grad_w: *mut f32,
+    x: *const f32,
+    /// `g` transposed, `o × padded` (zeros past `n`).
+    gt: *const f32,
+    g: *const f32,
+    dx: *mut f32,
+    n: usize,
+    padded: usize,
+    k: usize,
+    o: usize,
+    first: usize,
+    rows: usize,
+    lr: f32,
+}
+
+/// The kernels compiled for one instruction set, with its tiles: rows ×
+/// vectors of accumulators, leaving registers for the operands (AVX-512 has
+/// 32, AVX2 16).
+macro_rules! instruction_set {
+    ($name:ident, $feature:literal, $v:ty, gradient $g:tt, update $u:tt) => {
+        mod $name {
+            use super::*;
+
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn backward(a: Backward) {
+                unsafe { backward_generic::<$v, { $g.0 }, { $g.1 }, { $u.0 }, { $u.1 }>(a) }
+            }
+
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn peak(iterations: usize) -> f32 {
+                unsafe { fma_loop::<$v>(iterations) }
+            }
+        }
+    };
+}
+
+#[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+instruction_set!(
+    avx512,
+    "avx512f",
+    x86::Avx512,
+    gradient(12, 2),
+    update(3, 8)
+);
+#[cfg(target_arch = "x86_64")]
+instruction_set!(avx2, "avx2,fma", x86::Avx2, gradient(6, 2), update(3, 4));
+
+/// Calls `$tile::<V, R, C>` with the rows left, `$rows` (at most the
+/// tile's height, and at most 12), as the constant `R`.
+macro_rules! with_rows {
+    ($rows:expr, $tile:ident, $v:ty, $c:ident, $args:expr) => {
+        match $rows {
+            1 => $tile::<$v, 1, $c>($args),
+            2 => $tile::<$v, 2, $c>($args),
+            3 => $tile::<$v, 3, $c>($args),
+            4 => $tile::<$v, 4, $c>($args),
+            5 => $tile::<$v, 5, $c>($args),
+            6 => $tile::<$v, 6, $c>($args),
+            7 => $tile::<$v, 7, $c>($args),
+            8 => $tile::<$v, 8, $c>($args),
+            9 => $tile::<$v, 9, $c>($args),
+            10 => $tile::<$v, 10, $c>($args),
+            11 => $tile::<$v, 11, $c>($args),
+            12 => $tile::<$v, 12, $c>($args),
+            rows => unreachable!("a tile of {rows} rows"),
+        }
+    };
+}
+
+/// One tile's operands: where its output, its rows of the left operand and
+/// its columns of the right one start, and how far the sum runs.
+#[derive(Clone, Copy)]
+struct Tile {
+    out: *mut f32,
+    left: *const f32,
+    right: *const f32,
+    /// Distances in the left operand between rows and between steps of the
+    /// sum: element `(r, d)` is at `left + r·left_row + d·left_step`.
+    left_row: usize,
+    left_step: usize,
+    /// Distance between the right operand's rows (and the output's).
+    right_stride: usize,
+    depth: usize,
+}
+
+/// What [`backward_and_update`] does with the weight gradient.
+pub(crate) enum WeightGradient<'a> {
+    /// `w -= lr·gradient`, without the gradient ever being stored.
+    Apply { learning_rate: f32 },
+    /// Writes it here (`k × o`) for an optimiser to use; `w` is unchanged.
+    Into(&'a mut [f32]),
+}
+
+/// A dense layer's input gradient and weight gradient in one pass over its
+/// weights, for row-major `x` (`n × k`), `w` (`k × o`), `g` (`n × o`, the
+/// gradient of the layer's output) and `dx` (`n × k`): `dx = g·wᵀ` from
+/// the weights as they were, then `xᵀ·g` applied to `w` or stored. Blocks of
+/// [`UPDATE_ROWS`] rows of `w` are taken in parallel, each giving its slice
+/// of `dx`'s columns and then its rows of the weight gradient while still in
+/// cache, so that `w` is read from memory once. Needs [`fits`]`(o)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_and_update(
+    w: &mut [f32],
+    x: &[f32],
+    g: &[f32],
+    dx: &mut [f32],
+    n: usize,
+    k: usize,
+    o: usize,
+    weight_gradient: WeightGradient,
+) {
+    backward_and_update_on(isa(), w, x, g, dx, n, k, o, weight_gradient)
+}
+
+/// [`backward_and_update`] on the kernels of `isa`.
+#[allow(clippy::too_many_arguments)]
+fn backward_and_update_on(
+    isa: Isa,
+    w: &mut [f32],
+    x: &[f32],
+    g: &[f32],
+    dx: &mut [f32],
+    n: usize,
+    k: usize,
+    o: usize,
+    weight_gradient: WeightGradient,
+) {
+    use rayon::prelude::*;
+    assert_eq!(
+        (w.len(), x.len(), g.len(), dx.len()),
+        (k * o, n * k, n * o, n * k),
+        "operand sizes"
+    );
+    assert!(
+        isa.available() && o > 0 && o.is_multiple_of(column_block(isa)),
+        "{o} columns do not fit the {} kernels",
+        isa.label()
+    );
+    let (grad_w, lr) = match weight_gradient {
+        WeightGradient::Apply { learning_rate } => (None, learning_rate),
+        WeightGradient::Into(grad) => {
+            assert_eq!(grad.len(), k * o, "weight gradient size");
+            (Some(grad), 0.0)
+        }
+    };
+    if n == 0 || k == 0 {
+        if let Some(grad) = grad_w {
+            grad.fill(0.0);
+        }
+        return;
+    }
+    // g transposed, its columns padded with zeros to whole tiles of images
+    // (32, the widest tile, is a multiple of every instruction set's).
+    let padded = n.next_multiple_of(32);
+    let mut gt = vec![0.0f32; o * padded];
+    for (i, g_row) in g.chunks_exact(o).enumerate() {
+        for (c, &v) in g_row.iter().enumerate() {
+            gt[c * padded + i] = v;
+        }
+    }
+    let dx = Shared(dx.as_mut_ptr());
+    let grad_w = Shared(grad_w.map_or(std::ptr::null_mut(), |g| g.as_mut_ptr()));
+    w.par_chunks_mut(UPDATE_ROWS * o)
+        .enumerate()
+        .for_each(|(block, w_rows)| {
+            let first = block * UPDATE_ROWS;
+            let a = Backward {
+                w: w_rows.as_mut_ptr(),
+                grad_w: if grad_w.get().is_null() {
+                    grad_w.get()
+                } else {
+                    // SAFETY: the gradient is k × o like w: these are this
+                    // block's rows, which no other block writes.
+                    unsafe { grad_w.get().add(first * o) }
+                },
+                x: x.as_ptr(),
+                gt: gt.as_ptr(),
+                g: g.as_ptr(),
+                dx: dx.get(),
+                n,
+                padded,
+                k,
+                o,
+                first,
+                rows: w_rows.len() / o,
+                lr,
+            };
+            // SAFETY: this block's rows of w are w_rows (rows × o). Of dx it
+            // writes only columns first..first + rows (below k) of each of
+            // the n rows, which no other block writes, and nothing reads dx
+            // meanwhile; x is read at those columns, gt and g whole, all
+            // shared borrows of the sizes checked above. isa is available.
+            unsafe { backward_block(isa, a) }
+        });
+}
+
+/// # Safety
+/// As [`backward_and_update`] says at its call.
+unsafe fn backward_block(isa: Isa, a: Backward) {
+    unsafe {
+        match isa {
+            #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+            Isa::Avx512 => avx512::backward(a),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::backward(a),
+            _ => backward_generic::<Portable, 4, 2, 2, 4>(a),
+        }
+    }
+}
+
+/// One block of [`backward_and_update`] on vectors `V`: the input gradient
+/// in tiles of `GR` rows of `w` × `GC` vectors of images, then the weight
+/// gradient in tiles of `UR` rows × `UC` vectors of columns.
+#[inline(always)]
+unsafe fn backward_generic<
+    V: Vector,
+    const GR: usize,
+    const GC: usize,
+    const UR: usize,
+    const UC: usize,
+>(
+    a: Backward,
+) {
+    unsafe {
+        let images = GC * V::LANES;
+        let mut row = 0;
+        while row < a.rows {
+            let height = GR.min(a.rows - row);
+            for image in (0..a.n).step_by(images) {
+                let tile = Tile {
+                    out: a.dx.add(image * a.k + a.first + row),
+                    left: a.w.add(row * a.o),
+                    right: a.gt.add(image),
+                    left_row: a.o,
+                    left_step: 1,
+                    right_stride: a.padded,
+                    depth: a.o,
+                };
+                let shown = images.min(a.n - image);
+                with_rows!(height, gradient_tile, V, GC, (tile, a.k, shown));
+            }
+            row += height;
+        }
+        let cols = UC * V::LANES;
+        let mut row = 0;
+        while row < a.rows {
+            let height = UR.min(a.rows - row);
+            for col in (0..a.o).step_by(cols) {
+                let tile = Tile {
+                    out: if a.grad_w.is_null() {
+                        a.w.add(row * a.o + col)
+                    } else {
+                        a.grad_w.add(row * a.o + col)
+                    },
+                    left: a.x.add(a.first + row),
+                    right: a.g.add(col),
+                    left_row: 1,
+                    left_step: a.k,
+                    right_stride: a.o,
+                    depth: a.n,
+                };
+                let lr = a.grad_w.is_null().then_some(a.lr);
+                with_rows!(height, update_tile, V, UC, (tile, lr));
+            }
+            row += height;
+        }
+    }
+}
+
+/// The input gradient of `R` rows of `w` for `C` vectors of images:
+/// `dx[i][r] = Σ_c w[r][c]·g[i][c]`, in order of `c`, written to the first
+/// `shown` images' rows of `dx` (row stride `dx_stride`).
+#[inline(always)]
+unsafe fn gradient_tile<V: Vector, const R: usize, const C: usize>(
+    (t, dx_stride, shown): (Tile, usize, usize),
+) {
+    unsafe {
+        let mut acc = [[V::splat(0.0); C]; R];
+        for d in 0..t.depth {
+            let mut right = [V::splat(0.0); C];
+            for (c, right) in right.iter_mut().enumerate() {
+                *right = V::load(t.right.add(d * t.right_stride + c * V::LANES));
+            }
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let b = V::splat(*t.left.add(r * t.left_row + d * t.left_step));
+                for (acc, &right) in acc.iter_mut().zip(&right) {
+                    *acc = b.mul_add(right, *acc);
+                }
+            }
+        }
+        // Out through a buffer: dx holds images in rows, the tile in columns.
+        let mut buffer = [0.0f32; 32];
+        for (r, acc) in acc.iter().enumerate() {
+            for (c, acc) in acc.iter().enumerate() {
+                acc.store(buffer.as_mut_ptr().add(c * V::LANES));
+            }
+            for (i, &v) in buffer[..shown].iter().enumerate() {
+                *t.out.add(i * dx_stride + r) = v;
+            }
+        }
+    }
+}
+
+/// `R` rows × `C` vectors of the weight gradient `Σ_i x[i][r]·g[i][..]`,
+/// in order of `i`: with `lr`, applied as `w -= lr·gradient` to `out`
+/// (rows of `w`), else written to `out`.
+#[inline(always)]
+unsafe fn update_tile<V: Vector, const R: usize, const C: usize>((t, lr): (Tile, Option<f32>)) {
+    unsafe {
+        let mut acc = [[V::splat(0.0); C]; R];
+        for d in 0..t.depth {
+            let mut b = [V::splat(0.0); R];
+            for (r, b) in b.iter_mut().enumerate() {
+                *b = V::splat(*t.left.add(r * t.left_row + d * t.left_step));
+            }
+            let row = t.right.add(d * t.right_stride);
+            for c in 0..C {
+                let right = V::load(row.add(c * V::LANES));
+                for (acc, b) in acc.iter_mut().zip(&b) {
+                    acc[c] = b.mul_add(right, acc[c]);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate() {
+            for (c, acc) in acc.iter().enumerate() {
+                let out = t.out.add(r * t.right_stride + c * V::LANES);
+                match lr {
+                    Some(lr) => V::splat(-lr).mul_add(*acc, V::load(out)).store(out),
+                    None => acc.store(out),
+                }
+            }
+        }
+    }
+}
+
+/// `iterations` rounds of 12 independent fused multiply-adds on vectors
+/// `V` (enough to keep two FMA units busy through their latency), for
+/// [`peak_gflops`]. Returns a sum of the results, so that none is elided.
+#[inline(always)]
+unsafe fn fma_loop<V: Vector>(iterations: usize) -> f32 {
+    unsafe {
+        // Start values and factors the compiler cannot see, so that it can
+        // neither fold the loop nor find a fixed point.
+        let mut acc = [V::splat(std::hint::black_box(0.5)); 12];
+        let (a, b) = (
+            V::splat(std::hint::black_box(0.999_999)),
+            V::splat(std::hint::black_box(1e-6)),
+        );
+        for _ in 0..iterations {
+            for acc in &mut acc {
+                *acc = acc.mul_add(a, b);
+            }
+        }
+        let mut lanes = [0.0f32; 16];
+        let mut total = 0.0;
+        for acc in acc {
+            acc.store(lanes.as_mut_ptr());
+            total += lanes[..V::LANES].iter().sum::<f32>();
+        }
+        total
+    }
+}
+
+/// Single-precision operations per second the machine's cores can do at
+/// most with `isa`, in GFLOP/s: fused multiply-adds (two operations each)
+/// on independent registers, on every thread of the pool at once, the best
+/// of five rounds of about 20 ms. The yardstick `bench` holds the products
+/// to: no kernel can beat it.
+pub fn peak_gflops(isa: Isa) -> f64 {
+    assert!(isa.available(), "{} is not available here", isa.label());
+    let lanes = match isa {
+        Isa::Portable => 4,
+        Isa::Avx2 => 8,
+        Isa::Avx512 => 16,
+    };
+    let iterations = 4_000_000 * 16 / lanes;
+    let round = || {
+        let started = Instant::now();
+        let sums = rayon::broadcast(|_| {
+            // SAFETY: isa is available (asserted above).
+            unsafe {
+                match isa {
+                    #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+                    Isa::Avx512 => avx512::peak(iterations),
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => avx2::peak(iterations),
+                    _ => fma_loop::<Portable>(iterations),
+                }
+            }
+        });
+        let elapsed = started.elapsed();
+        std::hint::black_box(sums);
+        elapsed
+    };
+    round(); // the vector units may need waking
+    let best = (0..5).map(|_| round()).min().unwrap_or(Duration::MAX);
+    let operations = rayon::current_num_threads() * iterations * 12 * lanes * 2;
+    operations as f64 / best.as_secs_f64() / 1e9
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values that make every product's last bits depend on the order of
+    /// its sum, and are easy to write by hand.
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 7919 + seed * 104_729) % 1000) as f32 / 500.0 - 1.0)
+            .collect()
+    }
+
+    /// `a·b` by the definition, in f64.
+    fn reference(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: impl Fn(usize, usize) -> f32,
+        b: impl Fn(usize, usize) -> f32,
+    ) -> Vec<f64> {
+        (0..m * n)
+            .map(|e| {
+                (0..k)
+                    .map(|t| a(e / n, t) as f64 * b(t, e % n) as f64)
+                    .sum()
+            })
+            .collect()
+    }
+
+    fn assert_near(got: &[f32], expected: &[f64], what: &str) {
+        assert_eq!(got.len(), expected.len(), "{what}: lengths");
+        for (i, (&g, &e)) in got.iter().zip(expected).enumerate() {
+            let tolerance = 1e-5 * (1.0 + e.abs()) * 50.0;
+            assert!(
+                (g as f64 - e).abs() <= tolerance,
+                "{what}[{i}]: {g} against {e}"
+            );
+        }
+    }
+
+    /// Shapes with every remainder: images not a multiple of any tile's
+    /// height or width, sums not a multiple of a chunk or of the slices.
+    const SHAPES: [(usize, usize); 5] = [(1, 1), (5, 300), (32, 1100), (37, 2053), (128, 20)];
+
+    #[test]
+    fn backward_and_update_equal_the_definition_on_every_instruction_set() {
+        for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+            for o in [column_block(isa), 128] {
+                for (n, k) in SHAPES.into_iter().chain([(3, 1500)]) {
+                    let what = format!("{} {n}×{k}×{o}", isa.name());
+                    let (x, g, w) = (values(n * k, 3), values(n * o, 4), values(k * o, 5));
+                    let expected_dx = reference(n, o, k, |i, c| g[i * o + c], |c, t| w[t * o + c]);
+                    let gradient = reference(k, n, o, |t, i| x[i * k + t], |i, c| g[i * o + c]);
+                    let lr = 0.25;
+                    let expected_w: Vec<f64> = w
+                        .iter()
+                        .zip(&gradient)
+                        .map(|(&w, g)| w as f64 - lr * g)
+                        .collect();
+
+                    let (mut updated, mut dx) = (w.clone(), vec![f32::NAN; n * k]);
+                    let apply = WeightGradient::Apply {
+                        learning_rate: lr as f32,
+                    };
+                    backward_and_update_on(isa, &mut updated, &x, &g, &mut dx, n, k, o, apply);
+                    assert_near(&dx, &expected_dx, &format!("{what} input gradient"));
+                    assert_near(&updated, &expected_w, &format!("{what} update"));
+
+                    let (mut same, mut dx2) = (w.clone(), vec![f32::NAN; n * k]);
+                    let mut grad = vec![f32::NAN; k * o];
+                    let into = WeightGradient::Into(&mut grad);
+                    backward_and_update_on(isa, &mut same, &x, &g, &mut dx2, n, k, o, into);
+                    assert_eq!(same, w, "{what}: the gradient alone leaves w as it is");
+                    assert_eq!(dx2, dx, "{what}: the same input gradient either way");
+                    assert_near(&grad, &gradient, &format!("{what} weight gradient"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn results_do_not_depend_on_the_threads() {
+        let (n, k, o) = (32, 5000, 128);
+        let (x, g, w) = (values(n * k, 6), values(n * o, 7), values(k * o, 8));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let (mut w, mut dx) = (w.clone(), vec![0.0; n * k]);
+                backward_and_update(
+                    &mut w,
+                    &x,
+                    &g,
+                    &mut dx,
+                    n,
+                    k,
+                    o,
+                    WeightGradient::Apply { learning_rate: 0.1 },
+                );
+                (dx, w)
+            })
+        };
+        assert!(run(1) == run(3), "one thread and three give other bits");
+    }
+
+    #[test]
+    fn the_setting_names_an_instruction_set_this_machine_has() {
+        assert_eq!(Isa::from_setting(None), Ok(Isa::best()));
+        assert_eq!(Isa::from_setting(Some(" ")), Ok(Isa::best()));
+        assert_eq!(Isa::from_setting(Some("Portable")), Ok(Isa::Portable));
+        let unknown = Isa::from_setting(Some("sse9")).unwrap_err();
+        assert!(unknown.contains("portable, avx2, avx512"), "{unknown}");
+        for isa in Isa::ALL.into_iter().filter(|isa| !isa.available()) {
+            let refused = Isa::from_setting(Some(isa.name())).unwrap_err();
+            assert!(refused.contains(Isa::best().name()), "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_peak_counts_the_operations_of_every_instruction_set() {
+        for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+            let peak = peak_gflops(isa);
+            assert!(peak > 0.1 && peak.is_finite(), "{}: {peak}", isa.name());
+        }
+    }
+}
