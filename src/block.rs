@@ -30,7 +30,7 @@ use burn::backend::{
     Autodiff, Backend as BurnBackend, TensorMetadata, backend_extension, tensor::FloatTensor,
 };
 use burn::tensor::{Tensor, TensorData, read_sync};
-use multiversion::multiversion;
+use multiversion::{multiversion, target::selected_target};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
@@ -222,9 +222,10 @@ impl Input {
         self.w - KERNEL + 1
     }
 
-    /// Row `y` of the convolution of image `b`, channels-last, into `row`.
+    /// Row `y` of the convolution of image `b`, channels-last, into `row`,
+    /// with fused multiply-adds where `fused` (a constant once inlined).
     #[inline(always)]
-    fn convolve_row(&self, b: usize, y: usize, row: &mut [[f32; FILTERS]]) {
+    fn convolve_row(&self, b: usize, y: usize, row: &mut [[f32; FILTERS]], fused: bool) {
         let image = self.image(b);
         for (x, slot) in row.iter_mut().enumerate() {
             // A local accumulator stays in registers.
@@ -232,7 +233,7 @@ impl Input {
             for (t, taps) in self.weight.iter().enumerate() {
                 let p = image[(y + t / KERNEL) * self.w + x + t % KERNEL];
                 for (a, &k) in acc.iter_mut().zip(taps) {
-                    *a += k * p;
+                    *a = mul_add(k, p, *a, fused);
                 }
             }
             *slot = acc;
@@ -306,6 +307,16 @@ pub fn infer_into(input: &Input, out: &mut [f32]) {
     );
 }
 
+/// `a·b + c`: one fused instruction where the CPU has FMA (the AVX2 and
+/// AVX-512 versions of the forward pass, half the instructions of the
+/// convolution's inner loop), a multiply and an add in the baseline
+/// version, where `mul_add` would be a slow library call. (The backward
+/// pass's weight gradient keeps the two: fused, its loop ran 3.5× slower.)
+#[inline(always)]
+fn mul_add(a: f32, b: f32, c: f32, fused: bool) -> f32 {
+    if fused { a.mul_add(b, c) } else { a * b + c }
+}
+
 /// Two rows of convolution outputs: all the max-pool ever needs at once, so
 /// that they stay in the L1 cache.
 type ConvRows = [Vec<[f32; FILTERS]>; 2];
@@ -334,12 +345,13 @@ fn forward_image(
     out: &mut [f32],
     mut codes: Option<&mut [u8]>,
 ) {
+    let fused = selected_target!().supports_feature_str("fma");
     let ow = input.w - SHRINK;
     let [top, bottom] = rows;
-    input.convolve_row(b, 0, top);
+    input.convolve_row(b, 0, top, fused);
     let mut keep = [1.0f32; FILTERS];
     for (y, out_row) in out.chunks_exact_mut(ow * FILTERS).enumerate() {
-        input.convolve_row(b, y + 1, bottom);
+        input.convolve_row(b, y + 1, bottom, fused);
         for (x, out) in out_row.chunks_exact_mut(FILTERS).enumerate() {
             if let Some(dropout) = &mut dropout {
                 dropout.next(&mut keep);
