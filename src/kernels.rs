@@ -298,13 +298,7 @@ macro_rules! instruction_set {
 }
 
 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
-instruction_set!(
-    avx512,
-    "avx512f",
-    x86::Avx512,
-    gradient(12, 2),
-    update(3, 8)
-);
+instruction_set!(avx512, "avx512f", x86::Avx512, gradient(8, 2), update(3, 8));
 #[cfg(target_arch = "x86_64")]
 instruction_set!(avx2, "avx2,fma", x86::Avx2, gradient(6, 2), update(3, 4));
 
