@@ -7,8 +7,9 @@
 //!   [`machine`]: free memory, CPU time and peak memory of this process;
 //!   [`backend`]: the backends the crate was built with (CPU, and GPU with
 //!   the `wgpu` feature), and which path each takes; [`idx`]: the IDX file
-//!   format; `matmul`: host matrix products; [`optim`]: the optimisers and
-//!   their update rules.
+//!   format; [`kernels`]: the hidden layer's backward pass on the crate's own
+//!   SIMD kernels, and the machine's peak rate; `matmul`: host matrix
+//!   products; [`optim`]: the optimisers and their update rules.
 //! - [`arch`]: the network's shapes and counts; [`data`]: the MNIST files,
 //!   the data folder, the train and test splits; [`picture`]: digits drawn
 //!   for people; [`prepare`]: any picture of a digit made into what the
@@ -25,6 +26,7 @@
 //! host network and the matrix products are the crate's own. The library
 //! never prints: long work reports through traits ([`download::Report`],
 //! [`train::Progress`]) that the binary implements. No unsafe code but in
+//! `kernels` (SIMD intrinsics, on operands whose sizes it checks first) and
 //! `matmul`, whose raw-pointer products are bounds-checked there (the
 //! binary has one more: setting an environment variable before any thread).
 
