@@ -18,9 +18,9 @@ use crate::backend::{self, Backend};
 use crate::data::Examples;
 use crate::eval;
 use crate::idx::CLASSES;
-use crate::kernels;
+use crate::kernels::{self, WeightGradient, backward_and_update};
 use crate::machine::{cpu_seconds, peak_rss_mb};
-use crate::matmul::{Matrix, WeightGradient, backward_and_update, product, product_split_k};
+use crate::matmul::{Matrix, product, product_split_k};
 use crate::train::{Engine, TrainConfig, Trainer};
 
 /// What to measure.
@@ -311,7 +311,7 @@ impl BenchResult {
             (self.peak_gflops, &self.simd, self.threads)
         {
             out.push_str(&format!(
-                "peak: {peak:.0} GFLOP/s ({simd} fused multiply-adds on {threads} threads, measured now)\n"
+                "peak: {peak:.0} GFLOP/s ({simd} multiply-adds on {threads} threads, measured now)\n"
             ));
         }
         out.push_str(&format!(

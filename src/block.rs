@@ -562,6 +562,12 @@ fn to_host<B: BurnBackend>(tensor: FloatTensor<B>) -> (Vec<f32>, Vec<usize>) {
 mod tests {
     use super::*;
 
+    use crate::test_util::{assert_close, values};
+    use burn::tensor::activation::relu;
+    use burn::tensor::module::{conv2d, max_pool2d};
+    use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+    use burn::tensor::{Distribution, TensorData};
+
     /// Lane `i` of a draw decides by the draw's byte `i`, lowest first: the
     /// masks every model so far was trained with.
     #[test]
@@ -584,11 +590,6 @@ mod tests {
             }
         }
     }
-    use crate::test_util::{assert_close, values};
-    use burn::tensor::activation::relu;
-    use burn::tensor::module::{conv2d, max_pool2d};
-    use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
-    use burn::tensor::{Distribution, TensorData};
 
     /// The block from Burn's stock ops (channels-first, permuted to
     /// channels-last): the yardstick for values and gradients.

@@ -10,9 +10,11 @@
 //! makes two 10 MB temporaries, and the hidden layer's 10 MB of weights are
 //! read for the forward pass, read for the input gradient, written as a
 //! gradient, then read twice and written again by the optimiser. Here the
-//! weight gradient is never materialised: the update `W -= lr·xᵀg` is one
-//! matrix product that reads and writes `W` in place, after the input
-//! gradient has been taken from the old `W`. The output layer, softmax and
+//! input gradient and, for plain SGD, the update `W -= lr·xᵀg` are one pass
+//! over `W` ([`crate::kernels::backward_and_update`]): each block of rows
+//! gives its part of the input gradient from the old values, then is
+//! updated in place, the weight gradient never stored (momentum and Adam
+//! get it whole from the same pass). The output layer, softmax and
 //! cross-entropy are a few hundred operations done in one loop. The fused
 //! first block ([`crate::block`]) runs as it does under Burn.
 
@@ -26,7 +28,7 @@ use crate::block::{self, Input, Kernel};
 use crate::data::Examples;
 use crate::dense;
 use crate::idx::{CLASSES, Images, SIDE};
-use crate::matmul::{WeightGradient, backward_and_update};
+use crate::kernels::{WeightGradient, backward_and_update};
 use crate::model::{Cnn, Parameters};
 use crate::optim::{HostUpdate, Optimizer};
 

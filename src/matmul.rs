@@ -1,12 +1,8 @@
 //! Matrix products on the host, on the `gemm` crate's kernels (the ones
 //! Burn's Flex backend uses, AVX-512 or AVX2 picked at run time) with all
 //! threads: the one place that calls into `gemm`, with the bounds checks its
-//! raw-pointer interface needs, and the one that picks between it and the
-//! crate's own kernels ([`crate::kernels`]) for the hidden layer's backward
-//! pass.
-
-use crate::kernels;
-pub(crate) use crate::kernels::WeightGradient;
+//! raw-pointer interface needs. (The hidden layer's backward pass runs on
+//! the crate's own kernels, [`crate::kernels`].)
 
 /// A read-only matrix view: values with row and column strides.
 #[derive(Clone, Copy)]
@@ -101,59 +97,6 @@ pub fn product_split_k(dst: &mut [f32], m: usize, k: usize, n: usize, a: &[f32],
         for (d, p) in dst.iter_mut().zip(part) {
             *d += p;
         }
-    }
-}
-
-/// A dense layer's input gradient and weight update in one pass over its
-/// weights, for row-major `x` (`n × k`), `w` (`k × o`), `g` (`n × o`, the
-/// gradient of the layer's output) and `dx` (`n × k`): `dx = g·wᵀ`, from
-/// the weights as they were, then `w -= lr·xᵀ·g` (or, with `grad_w`, that
-/// gradient written there and `w` left as it is). On the crate's own
-/// kernels ([`kernels::backward_and_update`], which read `w` from memory
-/// once) where they take the shape, else as gemm products.
-#[allow(clippy::too_many_arguments)]
-pub fn backward_and_update(
-    w: &mut [f32],
-    x: &[f32],
-    g: &[f32],
-    dx: &mut [f32],
-    n: usize,
-    k: usize,
-    o: usize,
-    weight_gradient: WeightGradient,
-) {
-    if kernels::fits(o) {
-        kernels::backward_and_update(w, x, g, dx, n, k, o, weight_gradient);
-        return;
-    }
-    product(
-        dx,
-        n,
-        o,
-        k,
-        Matrix::row_major(g, o),
-        Matrix::transposed(w, o),
-        None,
-    );
-    match weight_gradient {
-        WeightGradient::Apply { learning_rate } => product(
-            w,
-            k,
-            n,
-            o,
-            Matrix::transposed(x, k),
-            Matrix::row_major(g, o),
-            Some(-learning_rate),
-        ),
-        WeightGradient::Into(grad) => product(
-            grad,
-            k,
-            n,
-            o,
-            Matrix::transposed(x, k),
-            Matrix::row_major(g, o),
-            None,
-        ),
     }
 }
 
@@ -256,37 +199,5 @@ mod tests {
         );
         let updated: Vec<f32> = expected.iter().map(|v| 1.0 - 0.5 * v).collect();
         assert_eq!(dst, updated);
-    }
-
-    #[test]
-    fn the_fused_backward_and_update_equals_the_two_products() {
-        let (n, k, o) = (5, 1100, 7); // more than two row blocks, the last short
-        let x: Vec<f32> = (0..n * k).map(|v| ((v * 7) % 11) as f32 - 5.0).collect();
-        let g: Vec<f32> = (0..n * o).map(|v| ((v * 3) % 5) as f32 - 2.0).collect();
-        let w: Vec<f32> = (0..k * o).map(|v| ((v * 5) % 13) as f32 - 6.0).collect();
-        let expected_dx = matmul(n, o, k, Matrix::row_major(&g, o), Matrix::transposed(&w, o));
-        let mut expected_w = w.clone();
-        product(
-            &mut expected_w,
-            k,
-            n,
-            o,
-            Matrix::transposed(&x, k),
-            Matrix::row_major(&g, o),
-            Some(-0.5),
-        );
-        let (mut w, mut dx) = (w, vec![f32::NAN; n * k]);
-        backward_and_update(
-            &mut w,
-            &x,
-            &g,
-            &mut dx,
-            n,
-            k,
-            o,
-            WeightGradient::Apply { learning_rate: 0.5 },
-        );
-        assert_eq!(dx, expected_dx);
-        assert_eq!(w, expected_w);
     }
 }

@@ -23,7 +23,8 @@ fn number(v: &Value, key: &str) -> f64 {
 
 /// The operation rates are the image rates times the README's counts
 /// (16,146,432 operations a training image, 5,511,936 an evaluated one),
-/// against a peak that the machine really has.
+/// against a peak that the machine really has; with `MNIST_CNN_SIMD` set,
+/// bench says so. One test, so that no two benches share the cores.
 #[test]
 fn bench_measures_the_peak_and_states_each_rate_against_it() {
     let out = bench("", true);
@@ -53,15 +54,14 @@ fn bench_measures_the_peak_and_states_each_rate_against_it() {
         assert!(line.contains("GFLOP/s"), "{line}");
     }
     assert_eq!(report.matches("% of peak").count(), 3, "{report}");
-}
 
-#[test]
-fn bench_says_when_the_kernels_were_narrowed() {
-    let v: Value = serde_json::from_str(bench("portable", true).trim()).unwrap();
-    let simd = v["simd"].as_str().unwrap();
-    assert!(
-        simd.starts_with("portable SIMD, set by MNIST_CNN_SIMD"),
-        "{simd}"
-    );
-    assert!(number(&v, "peak_gflops") > 0.1, "{v}");
+    if mnist_cnn::kernels::Isa::best() != mnist_cnn::kernels::Isa::Portable {
+        let v: Value = serde_json::from_str(bench("portable", true).trim()).unwrap();
+        let simd = v["simd"].as_str().unwrap();
+        assert!(
+            simd.starts_with("portable SIMD, set by MNIST_CNN_SIMD"),
+            "{simd}"
+        );
+        assert!(number(&v, "peak_gflops") < peak, "{v}");
+    }
 }

@@ -445,9 +445,11 @@ fn test_accuracy_with_kernels(simd: &str) -> f64 {
         .unwrap()
 }
 
-/// The portable kernels, what a CPU without AVX2 runs (ARM laptops among
-/// them), forced on this machine: training through them learns, and ends
-/// where the widest kernels do but for rounding.
+/// This tool's portable kernels (what a CPU without AVX2 runs for the
+/// hidden layer's backward pass, ARM laptops among them), forced on this
+/// machine: training through them learns, and ends near where the widest
+/// kernels do (their sums round differently, so the runs drift apart by a
+/// little; 2 points is several times what that drift was measured at).
 #[test]
 fn training_on_the_portable_kernels_learns_as_on_the_widest() {
     let portable = test_accuracy_with_kernels("portable");
@@ -457,7 +459,7 @@ fn training_on_the_portable_kernels_learns_as_on_the_widest() {
         "portable kernels: test accuracy {portable}"
     );
     assert!(
-        (portable - widest).abs() < 0.01,
+        (portable - widest).abs() < 0.02,
         "portable {portable}, widest {widest}"
     );
 }
@@ -469,7 +471,7 @@ fn an_unknown_or_missing_instruction_set_is_refused_in_one_line() {
         .args(["eval", "--data-dir"])
         .arg(common::data_dir());
     common::fails_with(&mut cmd, "MNIST_CNN_SIMD=sse9 is not an instruction set");
-    if !std::arch::is_x86_feature_detected!("avx2") {
+    if !mnist_cnn::kernels::Isa::Avx2.available() {
         let mut cmd = mnist_cnn();
         cmd.env("MNIST_CNN_SIMD", "avx2").arg("eval");
         common::fails_with(&mut cmd, "this CPU or build has only portable");

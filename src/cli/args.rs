@@ -56,7 +56,11 @@ pub enum Command {
     Export(ExportArgs),
     /// List the models in a folder (epochs, test accuracy, when saved, size), or remove some.
     Models(ModelsArgs),
-    /// Measure training and evaluation images/s and peak memory on the real data.
+    /// Measure training and evaluation images/s, against the machine's peak, and peak memory on the real data.
+    ///
+    /// For any command, MNIST_CNN_SIMD=portable, avx2 or avx512 makes this
+    /// tool's own kernels (and the peak bench measures) use that instruction
+    /// set rather than the widest the CPU has: for measuring or testing it.
     Bench(BenchArgs),
     /// Look inside the network for one image: each layer's output, the filters, the saliency.
     Explain(ExplainArgs),

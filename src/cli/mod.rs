@@ -30,18 +30,18 @@ use args::Command;
 
 use crate::term::{self, EXIT_INTERRUPTED, note};
 
-/// Runs the command the user asked for and says how it ended.
 /// Sets the kernels' instruction set from `MNIST_CNN_SIMD` (unset: the
 /// widest this CPU and build have), refusing a name it does not know or an
 /// instruction set the CPU lacks, which would die of an illegal instruction.
 fn choose_kernels() -> anyhow::Result<()> {
     let setting = std::env::var("MNIST_CNN_SIMD").ok();
-    let isa =
-        mnist_cnn::kernels::Isa::from_setting(setting.as_deref()).map_err(anyhow::Error::msg)?;
-    mnist_cnn::kernels::choose(isa);
+    let isa = mnist_cnn::kernels::Isa::from_setting(setting.as_deref())?;
+    let chosen = mnist_cnn::kernels::choose(isa);
+    debug_assert!(chosen, "the kernels ran before the setting was read");
     Ok(())
 }
 
+/// Runs the command the user asked for and says how it ended.
 pub fn run(cli: Cli) -> ExitCode {
     let Some(command) = cli.command else {
         // Bare `mnist-cnn`: not an error, a first step.
