@@ -158,53 +158,53 @@ mod x86 {
     use super::Vector;
     use std::arch::x86_64::*;
 
-    #[derive(Clone, Copy)]
-    pub struct Avx2(__m256);
+    /// A [`Vector`] over one register type, through its intrinsics.
+    macro_rules! register {
+        ($name:ident, $register:ty, $lanes:literal, $splat:ident, $load:ident, $store:ident, $fma:ident) => {
+            #[derive(Clone, Copy)]
+            pub struct $name($register);
 
-    impl Vector for Avx2 {
-        const LANES: usize = 8;
-        #[inline(always)]
-        unsafe fn splat(v: f32) -> Self {
-            Avx2(unsafe { _mm256_set1_ps(v) })
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            Avx2(unsafe { _mm256_loadu_ps(p) })
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            unsafe { _mm256_storeu_ps(p, self.0) }
-        }
-        #[inline(always)]
-        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
-            Avx2(unsafe { _mm256_fmadd_ps(self.0, b.0, c.0) })
-        }
+            impl Vector for $name {
+                const LANES: usize = $lanes;
+                #[inline(always)]
+                unsafe fn splat(v: f32) -> Self {
+                    $name(unsafe { $splat(v) })
+                }
+                #[inline(always)]
+                unsafe fn load(p: *const f32) -> Self {
+                    $name(unsafe { $load(p) })
+                }
+                #[inline(always)]
+                unsafe fn store(self, p: *mut f32) {
+                    unsafe { $store(p, self.0) }
+                }
+                #[inline(always)]
+                unsafe fn mul_add(self, b: Self, c: Self) -> Self {
+                    $name(unsafe { $fma(self.0, b.0, c.0) })
+                }
+            }
+        };
     }
 
+    register!(
+        Avx2,
+        __m256,
+        8,
+        _mm256_set1_ps,
+        _mm256_loadu_ps,
+        _mm256_storeu_ps,
+        _mm256_fmadd_ps
+    );
     #[cfg(feature = "avx512")]
-    #[derive(Clone, Copy)]
-    pub struct Avx512(__m512);
-
-    #[cfg(feature = "avx512")]
-    impl Vector for Avx512 {
-        const LANES: usize = 16;
-        #[inline(always)]
-        unsafe fn splat(v: f32) -> Self {
-            Avx512(unsafe { _mm512_set1_ps(v) })
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            Avx512(unsafe { _mm512_loadu_ps(p) })
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            unsafe { _mm512_storeu_ps(p, self.0) }
-        }
-        #[inline(always)]
-        unsafe fn mul_add(self, b: Self, c: Self) -> Self {
-            Avx512(unsafe { _mm512_fmadd_ps(self.0, b.0, c.0) })
-        }
-    }
+    register!(
+        Avx512,
+        __m512,
+        16,
+        _mm512_set1_ps,
+        _mm512_loadu_ps,
+        _mm512_storeu_ps,
+        _mm512_fmadd_ps
+    );
 }
 
 /// Four lanes of plain arithmetic, which LLVM turns into one SSE2 or NEON
