@@ -86,16 +86,10 @@ pub fn evaluate(model: &Cnn, data: &Examples, batch_size: usize, device: &Device
         for (row, &i) in logits.chunks_exact(CLASSES).zip(chunk) {
             let row: &[f32; CLASSES] = row.try_into().expect("ten classes");
             let label = data.labels[i];
-            loss_sum += cross_entropy_one(row, label);
-            let probabilities = softmax(row);
-            // The first of equal probabilities, as `explain` and `serve` take it.
-            let predicted = (1..CLASSES).fold(0, |best, k| {
-                if probabilities[k] > probabilities[best] {
-                    k
-                } else {
-                    best
-                }
-            });
+            let exps = Exps::of(row);
+            loss_sum += exps.cross_entropy(row, label);
+            let probabilities = exps.probabilities();
+            let predicted = argmax(&probabilities) as usize;
             let confidence = probabilities[predicted];
             confusion[label as usize][predicted] += 1;
             predictions.push(Prediction {
@@ -130,19 +124,50 @@ pub fn evaluate(model: &Cnn, data: &Examples, batch_size: usize, device: &Device
 /// Softmax in f64, rounded to f32 once: what `eval`, `explain` and
 /// `serve` show.
 pub(crate) fn softmax(logits: &[f32; CLASSES]) -> [f32; CLASSES] {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let exp: [f64; CLASSES] = std::array::from_fn(|k| (logits[k] as f64 - max).exp());
-    let sum: f64 = exp.iter().sum();
-    std::array::from_fn(|k| (exp[k] / sum) as f32)
+    Exps::of(logits).probabilities()
 }
 
-/// The categorical cross-entropy of one image's logits for its label,
-/// through log-softmax as [`crate::model::cross_entropy`] takes it (so it
-/// stays finite for a probability that underflows), in f64.
-fn cross_entropy_one(logits: &[f32; CLASSES], label: u8) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
-    max + sum.ln() - logits[label as usize] as f64
+/// The likeliest class: the first of equal probabilities, in `eval` as in
+/// `explain` and `serve`.
+pub(crate) fn argmax(p: &[f32; CLASSES]) -> u8 {
+    let mut best = 0;
+    for (k, &v) in p.iter().enumerate() {
+        if v > p[best] {
+            best = k;
+        }
+    }
+    best as u8
+}
+
+/// One image's logits shifted by their largest and exponentiated, in f64:
+/// what its softmax and its loss are both made of.
+struct Exps {
+    max: f64,
+    exp: [f64; CLASSES],
+    sum: f64,
+}
+
+impl Exps {
+    fn of(logits: &[f32; CLASSES]) -> Exps {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let exp: [f64; CLASSES] = std::array::from_fn(|k| (logits[k] as f64 - max).exp());
+        Exps {
+            max,
+            exp,
+            sum: exp.iter().sum(),
+        }
+    }
+
+    fn probabilities(&self) -> [f32; CLASSES] {
+        std::array::from_fn(|k| (self.exp[k] / self.sum) as f32)
+    }
+
+    /// The categorical cross-entropy for `label`, through log-softmax as
+    /// [`crate::model::cross_entropy`] takes it (so it stays finite for a
+    /// probability that underflows).
+    fn cross_entropy(&self, logits: &[f32; CLASSES], label: u8) -> f64 {
+        self.max + self.sum.ln() - logits[label as usize] as f64
+    }
 }
 
 /// Class probabilities for images given as 784 values in [0, 1] each

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::arch::{CONV_SIDE, FEATURES, FILTERS, HIDDEN, KERNEL, POOL, POOL_SIDE, TAPS};
 use crate::backend;
-use crate::eval::softmax;
+use crate::eval::{argmax, softmax};
 use crate::host::HostNet;
 use crate::idx::{CLASSES, PIXELS, SIDE};
 use crate::model::Cnn;
@@ -171,17 +171,6 @@ pub fn max_pool(map: &[f32]) -> Vec<f32> {
         }
     }
     out
-}
-
-/// The likeliest class (the first of equals, as `eval`'s).
-fn argmax(p: &[f32; CLASSES]) -> u8 {
-    let mut best = 0;
-    for (k, &v) in p.iter().enumerate() {
-        if v > p[best] {
-            best = k;
-        }
-    }
-    best as u8
 }
 
 const _: () = assert!(FEATURES == FILTERS * POOL_SIDE * POOL_SIDE);
