@@ -235,7 +235,6 @@ impl HostNet {
             self.grad_w1.resize(FEATURES * HIDDEN, 0.0);
             WeightGradient::Into(&mut self.grad_w1)
         };
-        let gradient_only = matches!(weight_gradient, WeightGradient::Into(_));
         backward_and_update(
             &mut self.w1,
             &self.features,
@@ -246,7 +245,7 @@ impl HostNet {
             HIDDEN,
             weight_gradient,
         );
-        if gradient_only {
+        if !self.update.is_plain_sgd() {
             self.update
                 .apply(HIDDEN_WEIGHT, &mut self.w1, &self.grad_w1);
         }
