@@ -159,15 +159,6 @@ fn trained_on_cpu() -> &'static (tempfile::TempDir, PathBuf, String) {
     MODEL.get_or_init(|| trained(Backend::HOST.name()))
 }
 
-/// The test accuracy a `train` run printed.
-fn test_accuracy(train_output: &str) -> f64 {
-    let line = train_output
-        .lines()
-        .find(|l| l.starts_with("Test loss:"))
-        .unwrap_or_else(|| panic!("no test line in {train_output}"));
-    line.rsplit(' ').next().unwrap().parse().unwrap()
-}
-
 fn metadata(model: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(model.with_extension("json")).unwrap()).unwrap()
 }
@@ -177,7 +168,7 @@ fn training_on_the_gpu_learns() {
     let (_, model, out) = trained_on_gpu();
     assert!(out.contains("(backend: wgpu on "), "{out}");
     assert!(out.contains("; burn engine)"), "{out}");
-    let accuracy = test_accuracy(out);
+    let accuracy = common::test_accuracy(out);
     assert!(accuracy > LEARNED, "test accuracy {accuracy}");
     let metadata = metadata(model);
     assert_eq!(metadata["backends"], serde_json::json!(["wgpu"]));
@@ -190,8 +181,8 @@ fn training_on_the_gpu_learns() {
 #[test]
 fn training_on_the_cpu_with_the_same_engine_ends_alike() {
     let (cpu, gpu) = (
-        test_accuracy(&trained_on_cpu().2),
-        test_accuracy(&trained_on_gpu().2),
+        common::test_accuracy(&trained_on_cpu().2),
+        common::test_accuracy(&trained_on_gpu().2),
     );
     assert!(cpu > LEARNED, "CPU test accuracy {cpu}");
     assert!((cpu - gpu).abs() <= 0.003, "CPU {cpu} vs GPU {gpu}");

@@ -433,16 +433,7 @@ fn test_accuracy_with_kernels(simd: &str) -> f64 {
             .arg("--model")
             .arg(dir.path().join("model")),
     );
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("Test loss: "))
-        .unwrap_or_else(|| panic!("no test result: {out}"));
-    line.rsplit("accuracy: ")
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    common::test_accuracy(&out)
 }
 
 /// This tool's portable kernels (what a CPU without AVX2 runs for the

@@ -334,6 +334,15 @@ pub fn train_model(flags: &[&str]) -> (tempfile::TempDir, PathBuf, String) {
     (dir, model, out)
 }
 
+/// The test accuracy a `train` run printed (its `Test loss: …` line).
+pub fn test_accuracy(train_output: &str) -> f64 {
+    let line = train_output
+        .lines()
+        .find(|l| l.starts_with("Test loss:"))
+        .unwrap_or_else(|| panic!("no test line in {train_output}"));
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
 /// Probabilities for every test image and the mean loss, computed here
 /// from the saved weights, with the labels.
 pub fn probabilities(model: &Path) -> (Vec<[f32; CLASSES]>, Vec<u8>, f64) {
