@@ -30,12 +30,13 @@ use burn::backend::{
     Autodiff, Backend as BurnBackend, TensorMetadata, backend_extension, tensor::FloatTensor,
 };
 use burn::tensor::{Tensor, TensorData, read_sync};
-use multiversion::{multiversion, target::selected_target};
+use multiversion::multiversion;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
 use crate::arch::{FILTERS, KERNEL, POOL, TAPS};
+use crate::kernels;
 
 // The filter count (the vectorised dimension) and the kernel size are the
 // network's, from `arch`; the max-pool is written out for 2×2 windows (four
@@ -226,21 +227,9 @@ impl Input {
     }
 
     /// Row `y` of the convolution of image `b`, channels-last, into `row`,
-    /// with fused multiply-adds where `fused` (a constant once inlined).
-    #[inline(always)]
-    fn convolve_row(&self, b: usize, y: usize, row: &mut [[f32; FILTERS]], fused: bool) {
-        let image = self.image(b);
-        for (x, slot) in row.iter_mut().enumerate() {
-            // A local accumulator stays in registers.
-            let mut acc = [0.0f32; FILTERS];
-            for (t, taps) in self.weight.iter().enumerate() {
-                let p = image[(y + t / KERNEL) * self.w + x + t % KERNEL];
-                for (a, &k) in acc.iter_mut().zip(taps) {
-                    *a = mul_add(k, p, *a, fused);
-                }
-            }
-            *slot = acc;
-        }
+    /// on the crate's own kernel ([`kernels::conv_row`]).
+    fn convolve_row(&self, b: usize, y: usize, row: &mut [[f32; FILTERS]]) {
+        kernels::conv_row(self.image(b), self.w, y, &self.weight, row);
     }
 }
 
@@ -310,16 +299,6 @@ pub fn infer_into(input: &Input, out: &mut [f32]) {
     );
 }
 
-/// `a·b + c`: one fused instruction where the CPU has FMA (the AVX2 and
-/// AVX-512 versions of the forward pass, half the instructions of the
-/// convolution's inner loop), a multiply and an add in the baseline
-/// version, where `mul_add` would be a slow library call. (The backward
-/// pass's weight gradient keeps the two: fused, its loop ran 3.5× slower.)
-#[inline(always)]
-fn mul_add(a: f32, b: f32, c: f32, fused: bool) -> f32 {
-    if fused { a.mul_add(b, c) } else { a * b + c }
-}
-
 /// Two rows of convolution outputs: all the max-pool ever needs at once, so
 /// that they stay in the L1 cache.
 type ConvRows = [Vec<[f32; FILTERS]>; 2];
@@ -330,11 +309,11 @@ fn conv_rows(input: &Input) -> ConvRows {
 }
 
 /// One image of [`forward_into`] or [`infer_into`]: the convolution a row
-/// at a time, each output row pooled from the two conv rows under it. The
-/// loops run over the 32 filters, contiguous in memory, with branch-free
-/// selects: compiled for AVX-512 and AVX2 as well as the baseline, and
-/// picked at run time, so that they are vectorised wide. Ties in the max go
-/// to the earliest window position.
+/// at a time (on [`kernels::conv_row`]), each output row pooled from the
+/// two conv rows under it. The pooling's loops run over the 32 filters,
+/// contiguous in memory, with branch-free selects: compiled for AVX-512 and
+/// AVX2 as well as the baseline, and picked at run time, so that they are
+/// vectorised wide. Ties in the max go to the earliest window position.
 #[cfg_attr(
     feature = "avx512",
     multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))
@@ -348,13 +327,12 @@ fn forward_image(
     out: &mut [f32],
     mut codes: Option<&mut [u8]>,
 ) {
-    let fused = selected_target!().supports_feature_str("fma");
     let ow = input.w - SHRINK;
     let [top, bottom] = rows;
-    input.convolve_row(b, 0, top, fused);
+    input.convolve_row(b, 0, top);
     let mut keep = [1.0f32; FILTERS];
     for (y, out_row) in out.chunks_exact_mut(ow * FILTERS).enumerate() {
-        input.convolve_row(b, y + 1, bottom, fused);
+        input.convolve_row(b, y + 1, bottom);
         for (x, out) in out_row.chunks_exact_mut(FILTERS).enumerate() {
             if let Some(dropout) = &mut dropout {
                 dropout.next(&mut keep);
@@ -472,6 +450,7 @@ fn backward_image(
         }
     }
     let image = input.image(b);
+    // A multiply and an add, not `mul_add`: fused, this loop ran 3.5× slower.
     let mut grad_weight = [[0.0f32; FILTERS]; TAPS];
     for (pos, g) in grad_conv.iter().enumerate() {
         let (y, x) = (pos / cw, pos % cw);
