@@ -301,19 +301,17 @@ pub fn infer_into(input: &Input, out: &mut [f32]) {
 
 /// Two rows of convolution outputs: all the max-pool ever needs at once, so
 /// that they stay in the L1 cache.
-type ConvRows = [Vec<[f32; FILTERS]>; 2];
+pub type ConvRows = [Vec<[f32; FILTERS]>; 2];
 
-fn conv_rows(input: &Input) -> ConvRows {
+/// The buffers [`forward_image`] and [`infer_row`] need.
+pub fn conv_rows(input: &Input) -> ConvRows {
     let row = vec![[0.0; FILTERS]; input.conv_width()];
     [row.clone(), row]
 }
 
 /// One image of [`forward_into`] or [`infer_into`]: the convolution a row
 /// at a time (on [`kernels::conv_row`]), each output row pooled from the
-/// two conv rows under it. The pooling's loops run over the 32 filters,
-/// contiguous in memory, with branch-free selects: compiled for AVX-512 and
-/// AVX2 as well as the baseline, and picked at run time, so that they are
-/// vectorised wide. Ties in the max go to the earliest window position.
+/// two conv rows under it ([`pool_row`]), the lower one kept for the next.
 #[cfg_attr(
     feature = "avx512",
     multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))
@@ -327,41 +325,77 @@ fn forward_image(
     out: &mut [f32],
     mut codes: Option<&mut [u8]>,
 ) {
-    let ow = input.w - SHRINK;
+    let row_len = (input.w - SHRINK) * FILTERS;
+    input.convolve_row(b, 0, &mut rows[0]);
+    for (y, out_row) in out.chunks_exact_mut(row_len).enumerate() {
+        let codes_row = codes
+            .as_deref_mut()
+            .map(|codes| &mut codes[y * row_len..(y + 1) * row_len]);
+        input.convolve_row(b, y + 1, &mut rows[1]);
+        pool_row(input, rows, dropout.as_mut(), out_row, codes_row);
+        rows.swap(0, 1);
+    }
+}
+
+/// Output row `y` of image `b` for inference (no dropout, no codes) into
+/// `out` (`(w - 2) × FILTERS` values): both conv rows under it, then the
+/// pool, the same numbers as [`infer_into`] gives. For the host's
+/// inference, which multiplies each row of features by the hidden layer
+/// while it is in cache.
+#[cfg_attr(
+    feature = "avx512",
+    multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))
+)]
+#[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+fma")))]
+pub fn infer_row(input: &Input, b: usize, y: usize, rows: &mut ConvRows, out: &mut [f32]) {
+    input.convolve_row(b, y, &mut rows[0]);
+    input.convolve_row(b, y + 1, &mut rows[1]);
+    pool_row(input, rows, None, out, None);
+}
+
+/// One output row from the conv rows above (`rows[0]`) and below it: the
+/// max of each 2×2 window, plus bias, ReLU and dropout, with the winning
+/// position's code where asked. The loops run over the 32 filters,
+/// contiguous in memory, with branch-free selects, inlined into functions
+/// compiled for AVX-512 and AVX2 as well as the baseline and picked at run
+/// time, so that they are vectorised wide. Ties go to the earliest window
+/// position.
+#[inline(always)]
+fn pool_row(
+    input: &Input,
+    rows: &ConvRows,
+    mut dropout: Option<&mut Dropout>,
+    out_row: &mut [f32],
+    mut codes: Option<&mut [u8]>,
+) {
     let [top, bottom] = rows;
-    input.convolve_row(b, 0, top);
     let mut keep = [1.0f32; FILTERS];
-    for (y, out_row) in out.chunks_exact_mut(ow * FILTERS).enumerate() {
-        input.convolve_row(b, y + 1, bottom);
-        for (x, out) in out_row.chunks_exact_mut(FILTERS).enumerate() {
-            if let Some(dropout) = &mut dropout {
-                dropout.next(&mut keep);
-            }
-            let (w0, w1, w2, w3) = (&top[x], &top[x + 1], &bottom[x], &bottom[x + 1]);
-            let mut code = [DEAD; FILTERS];
-            for f in 0..FILTERS {
-                let (a, b, c, d) = (w0[f], w1[f], w2[f], w3[f]);
-                let best = a.max(b).max(c.max(d));
-                let won = if best == a {
-                    0
-                } else if best == b {
-                    1
-                } else if best == c {
-                    2
-                } else {
-                    3
-                };
-                let v = best + input.bias[f];
-                let live = v > 0.0 && keep[f] != 0.0;
-                out[f] = if live { v * keep[f] } else { 0.0 };
-                code[f] = if live { won } else { DEAD };
-            }
-            if let Some(codes) = codes.as_deref_mut() {
-                let at = (y * ow + x) * FILTERS;
-                codes[at..at + FILTERS].copy_from_slice(&code);
-            }
+    for (x, out) in out_row.chunks_exact_mut(FILTERS).enumerate() {
+        if let Some(dropout) = dropout.as_deref_mut() {
+            dropout.next(&mut keep);
         }
-        std::mem::swap(top, bottom);
+        let (w0, w1, w2, w3) = (&top[x], &top[x + 1], &bottom[x], &bottom[x + 1]);
+        let mut code = [DEAD; FILTERS];
+        for f in 0..FILTERS {
+            let (a, b, c, d) = (w0[f], w1[f], w2[f], w3[f]);
+            let best = a.max(b).max(c.max(d));
+            let won = if best == a {
+                0
+            } else if best == b {
+                1
+            } else if best == c {
+                2
+            } else {
+                3
+            };
+            let v = best + input.bias[f];
+            let live = v > 0.0 && keep[f] != 0.0;
+            out[f] = if live { v * keep[f] } else { 0.0 };
+            code[f] = if live { won } else { DEAD };
+        }
+        if let Some(codes) = codes.as_deref_mut() {
+            codes[x * FILTERS..(x + 1) * FILTERS].copy_from_slice(&code);
+        }
     }
 }
 

@@ -16,19 +16,22 @@
 //! updated in place, the weight gradient never stored (momentum and Adam
 //! get it whole from the same pass). The output layer, softmax and
 //! cross-entropy are a few hundred operations done in one loop. The fused
-//! first block ([`crate::block`]) runs as it does under Burn.
+//! first block ([`crate::block`]) runs as it does under Burn. Inference
+//! makes the features a pooled row at a time and multiplies each row by
+//! its rows of `W` at once ([`HostNet::logits`]), so that they never go to
+//! memory.
 
 use std::time::{Duration, Instant};
 
 use burn::tensor::Device;
 use serde::Serialize;
 
-use crate::arch::{FEATURES, FILTERS, HIDDEN};
+use crate::arch::{FEATURES, FILTERS, HIDDEN, KERNEL, POOL_SIDE};
 use crate::block::{self, Input, Kernel};
 use crate::data::Examples;
 use crate::dense;
 use crate::idx::{CLASSES, Images, SIDE};
-use crate::kernels::{WeightGradient, backward_and_update};
+use crate::kernels::{self, WeightGradient, backward_and_update};
 use crate::model::{Cnn, Parameters};
 use crate::optim::{HostUpdate, Optimizer};
 
@@ -39,6 +42,23 @@ const HIDDEN_BIAS: usize = 2;
 const HIDDEN_WEIGHT: usize = 3;
 const CONV_WEIGHT: usize = 4;
 const CONV_BIAS: usize = 5;
+
+/// Values in one pooled row of an image's features: `[25, 32]`.
+const ROW: usize = POOL_SIDE * FILTERS;
+
+/// What a task of [`HostNet::infer_hidden`] needs besides its outputs,
+/// one per thread, kept from call to call so that none allocates.
+#[derive(Default)]
+struct RowScratch {
+    /// The two conv rows under the pooled row, for one image at a time.
+    rows: block::ConvRows,
+    /// One pooled row of each image, `[n, ROW]`.
+    pooled: Vec<f32>,
+}
+
+thread_local! {
+    static ROW_SCRATCH: std::cell::RefCell<RowScratch> = Default::default();
+}
 
 /// Time spent in each phase of the steps taken, for `bench`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -116,6 +136,8 @@ pub struct HostNet {
     /// The hidden layer's weight gradient, for the optimisers that need it
     /// whole (plain SGD folds it into the update).
     grad_w1: Vec<f32>,
+    /// Inference's partial sums, one `[n, HIDDEN]` per row of features.
+    partials: Vec<f32>,
     /// Time per phase, summed over the steps taken.
     pub phases: Phases,
 }
@@ -141,6 +163,7 @@ impl HostNet {
             grad_hidden: Vec::new(),
             grad_features: Vec::new(),
             grad_w1: Vec::new(),
+            partials: Vec::new(),
             phases: Phases::default(),
         }
     }
@@ -272,10 +295,9 @@ impl HostNet {
     pub fn logits(&mut self, images: &Images, indices: &[usize]) -> Vec<f32> {
         let n = indices.len();
         let input = self.input(images, indices);
-        self.features.resize(n * FEATURES, 0.0);
-        block::infer_into(&input, &mut self.features);
+        self.hidden.resize(n * HIDDEN, 0.0);
+        self.infer_hidden(&input, None);
         self.images = input.images;
-        self.dense_forward(n);
         self.hidden
             .chunks_exact(HIDDEN)
             .flat_map(|h_row| self.logits_row(h_row))
@@ -296,12 +318,71 @@ impl HostNet {
             weight: self.kernel,
             bias: self.conv_bias,
         };
-        self.features.resize(FEATURES, 0.0);
-        block::infer_into(&input, &mut self.features[..FEATURES]);
-        self.dense_forward(1);
+        let mut features = vec![0.0; FEATURES];
+        self.hidden.resize(HIDDEN, 0.0);
+        self.infer_hidden(&input, Some(&mut features));
         let hidden = self.hidden[..HIDDEN].to_vec();
         let logits = self.logits_row(&hidden);
-        (self.features[..FEATURES].to_vec(), hidden, logits)
+        (features, hidden, logits)
+    }
+
+    /// `hidden = relu(block(images)·W1 + b1)` without dropout, a pooled
+    /// row of features at a time: each of the 25 rows is a task that makes
+    /// that row of every image's features (800 values each) and multiplies
+    /// them by their 800 rows of `W1` while they are in cache
+    /// ([`kernels::accumulate_product`]), into its own partial sums, which
+    /// are then added in row order. The features never go to memory (a
+    /// batch of 128 has 10 MB of them), each row of `W1` is read once per
+    /// batch, and each image's sums run in the same order whatever its
+    /// batch or the threads. With `features`, each image's features are
+    /// written there (`[n, FEATURES]`) and read from there, for `explain`.
+    fn infer_hidden(&mut self, input: &Input, features: Option<&mut [f32]>) {
+        use rayon::prelude::*;
+        let n = input.n;
+        let hidden = &mut self.hidden[..n * HIDDEN];
+        let partials = &mut self.partials;
+        partials.resize(POOL_SIDE * n * HIDDEN, 0.0);
+        if let Some(features) = &features {
+            assert_eq!(features.len(), n * FEATURES, "features size");
+        }
+        let w1 = &self.w1;
+        match features {
+            // For `explain`: one image, its rows in turn, each kept.
+            Some(features) => {
+                for (y, partial) in partials.chunks_mut(n * HIDDEN).enumerate() {
+                    ROW_SCRATCH.with_borrow_mut(|scratch| {
+                        row_product(input, w1, y, partial, scratch);
+                        for (b, row) in scratch.pooled.chunks_exact(ROW).enumerate() {
+                            features[b * FEATURES + y * ROW..][..ROW].copy_from_slice(row);
+                        }
+                    });
+                }
+            }
+            None => partials
+                .par_chunks_mut(n * HIDDEN)
+                .enumerate()
+                .for_each(|(y, partial)| {
+                    ROW_SCRATCH
+                        .with_borrow_mut(|scratch| row_product(input, w1, y, partial, scratch))
+                }),
+        }
+        let partials = &self.partials;
+        let b1 = &self.b1;
+        hidden
+            .par_chunks_mut(HIDDEN)
+            .enumerate()
+            .for_each(|(b, row)| {
+                row.fill(0.0);
+                for y in 0..POOL_SIDE {
+                    let part = &partials[(y * n + b) * HIDDEN..][..HIDDEN];
+                    for (v, p) in row.iter_mut().zip(part) {
+                        *v += p;
+                    }
+                }
+                for (v, &bias) in row.iter_mut().zip(b1) {
+                    *v = (*v + bias).max(0.0);
+                }
+            });
     }
 
     /// The images at `indices` scaled to [0, 1], as the first block's input
@@ -376,5 +457,86 @@ impl HostNet {
             }
         }
         (loss / n as f64, correct, grad)
+    }
+}
+
+/// One task of [`HostNet::infer_hidden`]: row `y` of every image's
+/// features into `scratch.pooled` (`[n, ROW]`), then their product with
+/// the row's 800 rows of `w1` into `partial` (`[n, HIDDEN]`).
+fn row_product(input: &Input, w1: &[f32], y: usize, partial: &mut [f32], scratch: &mut RowScratch) {
+    let n = input.n;
+    for row in &mut scratch.rows {
+        row.resize(input.w - KERNEL + 1, [0.0; FILTERS]);
+    }
+    scratch.pooled.resize(n * ROW, 0.0);
+    for (b, out) in scratch.pooled.chunks_exact_mut(ROW).enumerate() {
+        block::infer_row(input, b, y, &mut scratch.rows, out);
+    }
+    partial.fill(0.0);
+    let w_rows = &w1[y * ROW * HIDDEN..(y + 1) * ROW * HIDDEN];
+    kernels::accumulate_product(partial, &scratch.pooled, w_rows, n, ROW, HIDDEN);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::idx::{PIXELS, encode_images, parse_images};
+    use crate::model::Batch;
+    use crate::test_util::{assert_close, values};
+    use rand::{Rng, SeedableRng, rngs::SmallRng};
+
+    /// Digit-like images: random strokes of bright pixels on black.
+    fn images(n: usize) -> Images {
+        let mut rng = SmallRng::seed_from_u64(9);
+        let pixels: Vec<u8> = (0..n * PIXELS)
+            .map(|_| {
+                if rng.random_bool(0.2) {
+                    rng.random()
+                } else {
+                    0
+                }
+            })
+            .collect();
+        parse_images(encode_images(&pixels), "test").unwrap()
+    }
+
+    #[test]
+    fn inference_is_burns_forward_pass_whatever_the_batch_and_threads() {
+        let device = crate::backend::host_device();
+        let model = Cnn::new(&device, &mut SmallRng::seed_from_u64(3));
+        let images = images(70);
+        let all: Vec<usize> = (0..images.len()).collect();
+        let run = |threads: usize, batch: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut net = HostNet::for_inference(&model);
+                all.chunks(batch)
+                    .flat_map(|chunk| net.logits(&images, chunk))
+                    .collect::<Vec<f32>>()
+            })
+        };
+        let logits = run(2, 70);
+        let burn = values(model.forward(&Batch::new(&images, &all, &device), None));
+        assert!(burn.iter().any(|&v| v.abs() > 1e-2), "degenerate logits");
+        assert_close(&logits, &burn, "logits against Burn's forward pass");
+        assert!(logits == run(1, 70), "one thread gives other bits");
+        assert!(
+            logits == run(3, 7),
+            "three threads and batches of 7 give other bits"
+        );
+
+        // `explain`'s layers are the same numbers, image by image.
+        let mut net = HostNet::for_inference(&model);
+        let mut pixels = Vec::new();
+        images.scaled_into(&[5], &mut pixels);
+        let (features, _, one) = net.layers(&pixels);
+        assert_eq!(one[..], logits[5 * CLASSES..6 * CLASSES]);
+        let input = net.input(&images, &[5]);
+        let mut expected = vec![0.0; FEATURES];
+        block::infer_into(&input, &mut expected);
+        assert_eq!(features, expected, "the features infer_into gives");
     }
 }

@@ -1,6 +1,7 @@
-//! The hidden layer's backward pass and the first block's convolution on
-//! micro-kernels written for their shapes, and the machine's own peak rate
-//! to measure every product against.
+//! The hidden layer's backward pass and inference's forward product, and
+//! the first block's convolution, on micro-kernels written for their
+//! shapes; and the machine's own peak rate to measure every product
+//! against.
 //!
 //! The layer's weights `W` are 20,000 × 128 and a training batch is 32
 //! images, so the input gradient `g·Wᵀ` and the update `W -= lr·Xᵀ·g` run
@@ -9,10 +10,15 @@
 //! gradient from the old values, then its rows of the weight gradient while
 //! still in cache, applied at once (plain SGD) or stored for an optimiser.
 //! Every element's sum runs in an order fixed by the shapes alone, never by
-//! the threads, so the results are the same on any number of cores. (The
-//! forward product stays on gemm, which measured faster here: see README,
-//! Speed.) The convolution ([`conv_row`]) takes several positions at once,
-//! so that its chains of nine dependent multiply-adds overlap.
+//! the threads, so the results are the same on any number of cores.
+//!
+//! Inference multiplies the features by `W` a slice at a time as they are
+//! made, while in cache ([`accumulate_product`]). Training's forward
+//! product stays on gemm: there the features must be kept for the
+//! backward pass anyway, and gemm measured faster on the whole product
+//! (see README, Speed). The convolution ([`conv_row`]) takes several
+//! positions at once, so that its chains of nine dependent multiply-adds
+//! overlap.
 //!
 //! Each kernel is written once over [`Vector`] and compiled for AVX-512,
 //! AVX2 + FMA and a portable vector of four lanes (which LLVM maps to SSE2 or
@@ -20,13 +26,18 @@
 //! narrower one than the CPU has, to measure or test it.
 
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::arch::{FILTERS, KERNEL, TAPS};
-use std::time::{Duration, Instant};
 
 /// Rows of `W` that [`backward_and_update`] takes at a time: 512 × 128
 /// floats (256 kB) stay in the L2 cache between its two products.
 const UPDATE_ROWS: usize = 512;
+
+/// Rows of `w` that [`accumulate_product`] takes at a time: 64 × 128
+/// floats (32 kB) stay in the L1 cache while every tile of rows of `x`
+/// passes over them.
+const PRODUCT_DEPTH: usize = 64;
 
 /// The vector instruction sets the kernels are compiled for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -155,6 +166,7 @@ trait Vector: Copy {
     unsafe fn store(self, p: *mut f32);
     /// `self·b + c`, fused where the instruction set has it.
     unsafe fn mul_add(self, b: Self, c: Self) -> Self;
+    unsafe fn add(self, b: Self) -> Self;
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -164,7 +176,7 @@ mod x86 {
 
     /// A [`Vector`] over one register type, through its intrinsics.
     macro_rules! register {
-        ($name:ident, $register:ty, $lanes:literal, $splat:ident, $load:ident, $store:ident, $fma:ident) => {
+        ($name:ident, $register:ty, $lanes:literal, $splat:ident, $load:ident, $store:ident, $fma:ident, $add:ident) => {
             #[derive(Clone, Copy)]
             pub struct $name($register);
 
@@ -186,6 +198,10 @@ mod x86 {
                 unsafe fn mul_add(self, b: Self, c: Self) -> Self {
                     $name(unsafe { $fma(self.0, b.0, c.0) })
                 }
+                #[inline(always)]
+                unsafe fn add(self, b: Self) -> Self {
+                    $name(unsafe { $add(self.0, b.0) })
+                }
             }
         };
     }
@@ -197,7 +213,8 @@ mod x86 {
         _mm256_set1_ps,
         _mm256_loadu_ps,
         _mm256_storeu_ps,
-        _mm256_fmadd_ps
+        _mm256_fmadd_ps,
+        _mm256_add_ps
     );
     #[cfg(feature = "avx512")]
     register!(
@@ -207,7 +224,8 @@ mod x86 {
         _mm512_set1_ps,
         _mm512_loadu_ps,
         _mm512_storeu_ps,
-        _mm512_fmadd_ps
+        _mm512_fmadd_ps,
+        _mm512_add_ps
     );
 }
 
@@ -240,6 +258,14 @@ impl Vector for Portable {
             } else {
                 a * b + c
             };
+        }
+        Portable(out)
+    }
+    #[inline(always)]
+    unsafe fn add(self, b: Self) -> Self {
+        let mut out = self.0;
+        for (o, b) in out.iter_mut().zip(b.0) {
+            *o += b;
         }
         Portable(out)
     }
@@ -296,7 +322,7 @@ struct Backward {
 /// vectors of accumulators, leaving registers for the operands (AVX-512 has
 /// 32, AVX2 16).
 macro_rules! instruction_set {
-    ($name:ident, $feature:literal, $v:ty, gradient $g:tt, update $u:tt, conv $c:tt) => {
+    ($name:ident, $feature:literal, $v:ty, gradient $g:tt, update $u:tt, product $p:tt, conv $c:tt) => {
         mod $name {
             use super::*;
 
@@ -308,6 +334,11 @@ macro_rules! instruction_set {
             #[target_feature(enable = $feature)]
             pub(super) unsafe fn conv_row(a: ConvRow) {
                 unsafe { conv_row_generic::<$v, { $c.0 }, { $c.1 }>(a) }
+            }
+
+            #[target_feature(enable = $feature)]
+            pub(super) unsafe fn accumulate(a: Accumulate) {
+                unsafe { accumulate_generic::<$v, { $p.0 }, { $p.1 }>(a) }
             }
 
             #[target_feature(enable = $feature)]
@@ -325,6 +356,7 @@ instruction_set!(
     x86::Avx512,
     gradient(8, 2),
     update(3, 8),
+    product(6, 4),
     conv(8, 2)
 );
 #[cfg(target_arch = "x86_64")]
@@ -334,6 +366,7 @@ instruction_set!(
     x86::Avx2,
     gradient(6, 2),
     update(3, 4),
+    product(3, 4),
     conv(2, 4)
 );
 
@@ -484,6 +517,111 @@ fn backward_and_update_on(
         });
 }
 
+/// The operands of [`accumulate_generic`], as [`accumulate_product`] checked them.
+#[derive(Clone, Copy)]
+struct Accumulate {
+    out: *mut f32,
+    x: *const f32,
+    w: *const f32,
+    rows: usize,
+    depth: usize,
+    o: usize,
+}
+
+/// `out += x·w` on the calling thread, for row-major `x` (`rows × depth`),
+/// `w` (`depth × o`) and `out` (`rows × o`): a dense layer's forward
+/// product, a slice of its inputs at a time, for a caller that makes each
+/// slice just before (the host's inference makes the features a pooled
+/// row at a time, so that they are multiplied while still in cache). Each
+/// element's sum runs in order over `depth`, added to `out` once every
+/// [`PRODUCT_DEPTH`] values, so that a row's result depends on neither the
+/// other rows given with it nor the threads. Needs `o` to be a multiple of
+/// [`column_block`].
+pub(crate) fn accumulate_product(
+    out: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    rows: usize,
+    depth: usize,
+    o: usize,
+) {
+    accumulate_product_on(isa(), out, x, w, rows, depth, o)
+}
+
+/// [`accumulate_product`] on the kernels of `isa`.
+fn accumulate_product_on(
+    isa: Isa,
+    out: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    rows: usize,
+    depth: usize,
+    o: usize,
+) {
+    assert!(
+        isa.available() && o > 0 && o.is_multiple_of(column_block(isa)),
+        "{o} columns do not fit the {} kernels",
+        isa.label()
+    );
+    let size = |a: usize, b: usize| a.checked_mul(b).expect("operand sizes overflow");
+    assert_eq!(
+        (out.len(), x.len(), w.len()),
+        (size(rows, o), size(rows, depth), size(depth, o)),
+        "operand sizes"
+    );
+    if rows == 0 || depth == 0 {
+        return;
+    }
+    let a = Accumulate {
+        out: out.as_mut_ptr(),
+        x: x.as_ptr(),
+        w: w.as_ptr(),
+        rows,
+        depth,
+        o,
+    };
+    // SAFETY: the sizes are checked above, and `out` is a unique borrow;
+    // isa is available.
+    unsafe {
+        match isa {
+            #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+            Isa::Avx512 => avx512::accumulate(a),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::accumulate(a),
+            _ => accumulate_generic::<Portable, 2, 4>(a),
+        }
+    }
+}
+
+/// [`accumulate_product`] on vectors `V`, in tiles of `R` rows × `C`
+/// vectors of columns, [`PRODUCT_DEPTH`] rows of `w` at a time.
+#[inline(always)]
+unsafe fn accumulate_generic<V: Vector, const R: usize, const C: usize>(a: Accumulate) {
+    assert!(a.o.is_multiple_of(C * V::LANES), "columns fit the tile");
+    unsafe {
+        for start in (0..a.depth).step_by(PRODUCT_DEPTH) {
+            let depth = PRODUCT_DEPTH.min(a.depth - start);
+            let mut row = 0;
+            while row < a.rows {
+                let height = R.min(a.rows - row);
+                for col in (0..a.o).step_by(C * V::LANES) {
+                    let tile = Tile {
+                        out: a.out.add(row * a.o + col),
+                        left: a.x.add(row * a.depth + start),
+                        right: a.w.add(start * a.o + col),
+                        left_row: a.depth,
+                        left_step: 1,
+                        right_stride: a.o,
+                        depth,
+                    };
+                    with_rows!(height, accumulate_tile, V, C, tile);
+                }
+                row += height;
+            }
+        }
+    }
+}
+
 /// # Safety
 /// As [`backward_and_update`] says at its call.
 unsafe fn backward_block(isa: Isa, a: Backward) {
@@ -600,11 +738,10 @@ unsafe fn gradient_tile<V: Vector, const R: usize, const C: usize>(
     }
 }
 
-/// `R` rows × `C` vectors of the weight gradient `Σ_i x[i][r]·g[i][..]`,
-/// in order of `i`: with `lr`, applied as `w -= lr·gradient` to `out`
-/// (rows of `w`), else written to `out`.
+/// The sums of one tile, `Σ_d left[r][d]·right[d][..]` for its `R` rows
+/// and `C` vectors of columns, in order of `d`.
 #[inline(always)]
-unsafe fn update_tile<V: Vector, const R: usize, const C: usize>((t, lr): (Tile, Option<f32>)) {
+unsafe fn tile_sums<V: Vector, const R: usize, const C: usize>(t: &Tile) -> [[V; C]; R] {
     unsafe {
         let mut acc = [[V::splat(0.0); C]; R];
         for d in 0..t.depth {
@@ -620,6 +757,17 @@ unsafe fn update_tile<V: Vector, const R: usize, const C: usize>((t, lr): (Tile,
                 }
             }
         }
+        acc
+    }
+}
+
+/// `R` rows × `C` vectors of the weight gradient `Σ_i x[i][r]·g[i][..]`,
+/// in order of `i`: with `lr`, applied as `w -= lr·gradient` to `out`
+/// (rows of `w`), else written to `out`.
+#[inline(always)]
+unsafe fn update_tile<V: Vector, const R: usize, const C: usize>((t, lr): (Tile, Option<f32>)) {
+    unsafe {
+        let acc = tile_sums::<V, R, C>(&t);
         for (r, acc) in acc.iter().enumerate() {
             for (c, acc) in acc.iter().enumerate() {
                 let out = t.out.add(r * t.right_stride + c * V::LANES);
@@ -627,6 +775,21 @@ unsafe fn update_tile<V: Vector, const R: usize, const C: usize>((t, lr): (Tile,
                     Some(lr) => V::splat(-lr).mul_add(*acc, V::load(out)).store(out),
                     None => acc.store(out),
                 }
+            }
+        }
+    }
+}
+
+/// `R` rows × `C` vectors of a product's sums added to `out` (the same
+/// row stride as `right`).
+#[inline(always)]
+unsafe fn accumulate_tile<V: Vector, const R: usize, const C: usize>(t: Tile) {
+    unsafe {
+        let acc = tile_sums::<V, R, C>(&t);
+        for (r, acc) in acc.iter().enumerate() {
+            for (c, acc) in acc.iter().enumerate() {
+                let out = t.out.add(r * t.right_stride + c * V::LANES);
+                V::load(out).add(*acc).store(out);
             }
         }
     }
@@ -887,6 +1050,46 @@ mod tests {
                     assert_eq!(same, w, "{what}: the gradient alone leaves w as it is");
                     assert_eq!(dx2, dx, "{what}: the same input gradient either way");
                     assert_near(&grad, &gradient, &format!("{what} weight gradient"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn accumulated_products_equal_the_definition_and_each_row_stands_alone() {
+        for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
+            for o in [column_block(isa), 128] {
+                for (rows, depth) in SHAPES.into_iter().chain([(13, 800), (0, 5), (4, 0)]) {
+                    let what = format!("{} {rows}×{depth}×{o}", isa.name());
+                    let (x, w, start) = (
+                        values(rows * depth, 1),
+                        values(depth * o, 2),
+                        values(rows * o, 3),
+                    );
+                    let product =
+                        reference(rows, depth, o, |i, t| x[i * depth + t], |t, c| w[t * o + c]);
+                    let expected: Vec<f64> = start
+                        .iter()
+                        .zip(&product)
+                        .map(|(&s, p)| s as f64 + p)
+                        .collect();
+                    let mut out = start.clone();
+                    accumulate_product_on(isa, &mut out, &x, &w, rows, depth, o);
+                    assert_near(&out, &expected, &what);
+                    // Each row alone gives the same bits as with the others.
+                    for r in 0..rows {
+                        let mut alone = start[r * o..(r + 1) * o].to_vec();
+                        accumulate_product_on(
+                            isa,
+                            &mut alone,
+                            &x[r * depth..(r + 1) * depth],
+                            &w,
+                            1,
+                            depth,
+                            o,
+                        );
+                        assert_eq!(alone, out[r * o..(r + 1) * o], "{what}: row {r} alone");
+                    }
                 }
             }
         }
