@@ -46,8 +46,12 @@ pub struct BenchResult {
     pub on_host: bool,
     pub engine: Engine,
     /// The instruction set the crate's own kernels use here (CPU backends
-    /// only; `MNIST_CNN_SIMD` may narrow it).
+    /// only).
     pub simd: Option<String>,
+    /// Whether `MNIST_CNN_SIMD` narrowed it below the CPU's widest (CPU
+    /// backends only): then gemm and the block's pooling still use the
+    /// widest, and the peak is the narrower one's.
+    pub simd_narrowed: Option<bool>,
     /// The machine's peak single-precision rate on that instruction set,
     /// all threads, in GFLOP/s ([`kernels::peak_gflops`]; CPU backends only).
     pub peak_gflops: Option<f64>,
@@ -148,17 +152,8 @@ pub fn run(
         backend: backend::describe(device),
         on_host,
         engine: config.engine,
-        simd: on_host.then(|| {
-            let isa = kernels::isa();
-            if isa == kernels::Isa::best() {
-                isa.label().to_string()
-            } else {
-                format!(
-                    "{}, set by MNIST_CNN_SIMD for this crate's kernels and the peak only",
-                    isa.label()
-                )
-            }
-        }),
+        simd: on_host.then(|| kernels::isa().label().to_string()),
+        simd_narrowed: on_host.then(|| kernels::isa() != kernels::Isa::best()),
         peak_gflops,
         threads: on_host.then(rayon::current_num_threads),
         train_steps: config.steps,
@@ -313,6 +308,11 @@ impl BenchResult {
             out.push_str(&format!(
                 "peak: {peak:.0} GFLOP/s ({simd} multiply-adds on {threads} threads, measured now)\n"
             ));
+        }
+        if self.simd_narrowed == Some(true) {
+            out.push_str(
+                "(MNIST_CNN_SIMD set the instruction set of this tool's own kernels and of the peak; gemm and the pooling still use the CPU's widest)\n",
+            );
         }
         out.push_str(&format!(
             "train: {:.0} images/s ({:.2} ms per step of {}, {:.1} s per 60,000-image epoch; {} steps): {}\n",

@@ -30,6 +30,7 @@ fn bench_measures_the_peak_and_states_each_rate_against_it() {
     let out = bench("", true);
     let v: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["on_host"], true, "{v}");
+    assert_eq!(v["simd_narrowed"], false, "{v}");
     let peak = number(&v, "peak_gflops");
     assert!(peak > 1.0 && peak < 100_000.0, "{v}");
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1.0);
@@ -54,14 +55,20 @@ fn bench_measures_the_peak_and_states_each_rate_against_it() {
         assert!(line.contains("GFLOP/s"), "{line}");
     }
     assert_eq!(report.matches("% of peak").count(), 3, "{report}");
+    assert!(!report.contains("MNIST_CNN_SIMD"), "{report}");
 
     if mnist_cnn::kernels::Isa::best() != mnist_cnn::kernels::Isa::Portable {
         let v: Value = serde_json::from_str(bench("portable", true).trim()).unwrap();
-        let simd = v["simd"].as_str().unwrap();
-        assert!(
-            simd.starts_with("portable SIMD, set by MNIST_CNN_SIMD"),
-            "{simd}"
-        );
+        assert_eq!(v["simd"], "portable SIMD", "{v}");
+        assert_eq!(v["simd_narrowed"], true, "{v}");
         assert!(number(&v, "peak_gflops") < peak, "{v}");
+        let report = bench("portable", false);
+        assert!(
+            report.contains("(portable SIMD multiply-adds on ")
+                && report.contains(
+                    "\n(MNIST_CNN_SIMD set the instruction set of this tool's own kernels"
+                ),
+            "{report}"
+        );
     }
 }
