@@ -222,7 +222,7 @@ impl Input {
     }
 
     /// Width of the convolution output.
-    fn conv_width(&self) -> usize {
+    pub fn conv_width(&self) -> usize {
         self.w - KERNEL + 1
     }
 
@@ -303,8 +303,7 @@ pub fn infer_into(input: &Input, out: &mut [f32]) {
 /// that they stay in the L1 cache.
 pub type ConvRows = [Vec<[f32; FILTERS]>; 2];
 
-/// The buffers [`forward_image`] and [`infer_row`] need.
-pub fn conv_rows(input: &Input) -> ConvRows {
+fn conv_rows(input: &Input) -> ConvRows {
     let row = vec![[0.0; FILTERS]; input.conv_width()];
     [row.clone(), row]
 }
@@ -338,16 +337,18 @@ fn forward_image(
 }
 
 /// Output row `y` of image `b` for inference (no dropout, no codes) into
-/// `out` (`(w - 2) × FILTERS` values): both conv rows under it, then the
-/// pool, the same numbers as [`infer_into`] gives. For the host's
-/// inference, which multiplies each row of features by the hidden layer
-/// while it is in cache.
+/// `out` (`(w - 3) × FILTERS` values): both conv rows under it, each
+/// [`Input::conv_width`] long in `rows`, then the pool, the same numbers as
+/// [`infer_into`] gives. For the host's inference, which multiplies each row
+/// of features by the hidden layer while it is in cache (and so computes
+/// each conv row twice, once for each output row it feeds).
 #[cfg_attr(
     feature = "avx512",
     multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))
 )]
 #[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+fma")))]
 pub fn infer_row(input: &Input, b: usize, y: usize, rows: &mut ConvRows, out: &mut [f32]) {
+    assert_eq!(out.len(), (input.w - SHRINK) * FILTERS, "one output row");
     input.convolve_row(b, y, &mut rows[0]);
     input.convolve_row(b, y + 1, &mut rows[1]);
     pool_row(input, rows, None, out, None);

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use burn::tensor::Device;
 use serde::Serialize;
 
-use crate::arch::{FEATURES, FILTERS, HIDDEN, KERNEL, POOL_SIDE};
+use crate::arch::{FEATURES, FILTERS, HIDDEN, POOL_SIDE};
 use crate::block::{self, Input, Kernel};
 use crate::data::Examples;
 use crate::dense;
@@ -293,9 +293,7 @@ impl HostNet {
 
     /// Logits `[n, CLASSES]` for the images at `indices`, without dropout.
     pub fn logits(&mut self, images: &Images, indices: &[usize]) -> Vec<f32> {
-        let n = indices.len();
         let input = self.input(images, indices);
-        self.hidden.resize(n * HIDDEN, 0.0);
         self.infer_hidden(&input, None);
         self.images = input.images;
         self.hidden
@@ -319,7 +317,6 @@ impl HostNet {
             bias: self.conv_bias,
         };
         let mut features = vec![0.0; FEATURES];
-        self.hidden.resize(HIDDEN, 0.0);
         self.infer_hidden(&input, Some(&mut features));
         let hidden = self.hidden[..HIDDEN].to_vec();
         let logits = self.logits_row(&hidden);
@@ -334,12 +331,17 @@ impl HostNet {
     /// are then added in row order. The features never go to memory (a
     /// batch of 128 has 10 MB of them), each row of `W1` is read once per
     /// batch, and each image's sums run in the same order whatever its
-    /// batch or the threads. With `features`, each image's features are
-    /// written there (`[n, FEATURES]`) and read from there, for `explain`.
+    /// batch or the threads. (The price: each conv row is computed twice,
+    /// once for each pooled row it feeds.) With `features`, each image's
+    /// features are also copied there (`[n, FEATURES]`), for `explain`.
     fn infer_hidden(&mut self, input: &Input, features: Option<&mut [f32]>) {
         use rayon::prelude::*;
         let n = input.n;
-        let hidden = &mut self.hidden[..n * HIDDEN];
+        self.hidden.resize(n * HIDDEN, 0.0);
+        if n == 0 {
+            return;
+        }
+        let hidden = &mut self.hidden[..];
         let partials = &mut self.partials;
         partials.resize(POOL_SIDE * n * HIDDEN, 0.0);
         if let Some(features) = &features {
@@ -466,7 +468,7 @@ impl HostNet {
 fn row_product(input: &Input, w1: &[f32], y: usize, partial: &mut [f32], scratch: &mut RowScratch) {
     let n = input.n;
     for row in &mut scratch.rows {
-        row.resize(input.w - KERNEL + 1, [0.0; FILTERS]);
+        row.resize(input.conv_width(), [0.0; FILTERS]);
     }
     scratch.pooled.resize(n * ROW, 0.0);
     for (b, out) in scratch.pooled.chunks_exact_mut(ROW).enumerate() {

@@ -7,13 +7,14 @@
 //!   [`machine`]: free memory, CPU time and peak memory of this process;
 //!   [`backend`]: the backends the crate was built with (CPU, and GPU with
 //!   the `wgpu` feature), and which path each takes; [`idx`]: the IDX file
-//!   format; [`kernels`]: the hidden layer's backward pass on the crate's own
-//!   SIMD kernels, and the machine's peak rate; `matmul`: host matrix
-//!   products; [`optim`]: the optimisers and their update rules.
-//! - [`arch`]: the network's shapes and counts; [`data`]: the MNIST files,
-//!   the data folder, the train and test splits; [`picture`]: digits drawn
-//!   for people; [`prepare`]: any picture of a digit made into what the
-//!   network reads; [`download`]: mirrors and verification.
+//!   format; [`arch`]: the network's shapes and counts; [`kernels`]: the
+//!   crate's own SIMD kernels (the hidden layer's backward pass, inference's
+//!   product, the convolution) and the machine's peak rate; `matmul`: host
+//!   matrix products; [`optim`]: the optimisers and their update rules.
+//! - [`data`]: the MNIST files, the data folder, the train and test
+//!   splits; [`picture`]: digits drawn for people; [`prepare`]: any picture
+//!   of a digit made into what the network reads; [`download`]: mirrors and
+//!   verification.
 //! - `block`, `dense`: the network's two fused ops; [`model`]: the network
 //!   and its loss; `host`: the network computed on the host, its training
 //!   step and its inference; [`store`]: the model store.
