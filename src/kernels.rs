@@ -321,30 +321,31 @@ struct Backward {
     lr: f32,
 }
 
-/// The kernels compiled for one instruction set, with its tiles: rows ×
-/// vectors of accumulators, leaving registers for the operands (AVX-512 has
-/// 32, AVX2 16).
+/// The kernels compiled for one instruction set (with the attributes
+/// given, its target features), with its tiles: rows × vectors of
+/// accumulators, leaving registers for the operands (AVX-512 has 32, AVX2
+/// 16, the portable vector's SSE2 or NEON 16 or 32).
 macro_rules! instruction_set {
-    ($name:ident, $feature:literal, $v:ty, gradient $g:tt, update $u:tt, product $p:tt, conv $c:tt) => {
+    ($name:ident, [$($attr:meta)*], $v:ty, gradient $g:tt, update $u:tt, product $p:tt, conv $c:tt) => {
         mod $name {
             use super::*;
 
-            #[target_feature(enable = $feature)]
+            $(#[$attr])*
             pub(super) unsafe fn backward(a: Backward) {
                 unsafe { backward_generic::<$v, { $g.0 }, { $g.1 }, { $u.0 }, { $u.1 }>(a) }
             }
 
-            #[target_feature(enable = $feature)]
+            $(#[$attr])*
             pub(super) unsafe fn conv_row(a: ConvOperands) {
                 unsafe { conv_row_generic::<$v, { $c.0 }, { $c.1 }>(a) }
             }
 
-            #[target_feature(enable = $feature)]
+            $(#[$attr])*
             pub(super) unsafe fn accumulate(a: Accumulate) {
                 unsafe { accumulate_generic::<$v, { $p.0 }, { $p.1 }>(a) }
             }
 
-            #[target_feature(enable = $feature)]
+            $(#[$attr])*
             pub(super) unsafe fn peak(iterations: usize) -> f32 {
                 unsafe { fma_loop::<$v>(iterations) }
             }
@@ -355,7 +356,7 @@ macro_rules! instruction_set {
 #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
 instruction_set!(
     avx512,
-    "avx512f",
+    [target_feature(enable = "avx512f")],
     x86::Avx512,
     gradient(8, 2),
     update(3, 8),
@@ -365,13 +366,36 @@ instruction_set!(
 #[cfg(target_arch = "x86_64")]
 instruction_set!(
     avx2,
-    "avx2,fma",
+    [target_feature(enable = "avx2,fma")],
     x86::Avx2,
     gradient(6, 2),
     update(3, 4),
     product(3, 4),
     conv(2, 4)
 );
+instruction_set!(
+    portable,
+    [],
+    Portable,
+    gradient(4, 2),
+    update(2, 4),
+    product(2, 4),
+    conv(1, 8)
+);
+
+/// Calls `$kernel` of the module [`instruction_set!`] made for `$isa`,
+/// which the caller has checked is available.
+macro_rules! on_isa {
+    ($isa:expr, $kernel:ident($($arg:expr),*)) => {
+        match $isa {
+            #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+            Isa::Avx512 => avx512::$kernel($($arg),*),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::$kernel($($arg),*),
+            _ => portable::$kernel($($arg),*),
+        }
+    };
+}
 
 /// Calls `$tile::<V, R, C>` with the rows left, `$rows` (at most the
 /// tile's height, and at most 8, the tallest tile's), as the constant `R`.
@@ -585,15 +609,7 @@ fn accumulate_product_on(
     };
     // SAFETY: the sizes are checked above, and `out` is a unique borrow;
     // isa is available.
-    unsafe {
-        match isa {
-            #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
-            Isa::Avx512 => avx512::accumulate(a),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => avx2::accumulate(a),
-            _ => accumulate_generic::<Portable, 2, 4>(a),
-        }
-    }
+    unsafe { on_isa!(isa, accumulate(a)) }
 }
 
 /// [`accumulate_product`] on vectors `V`, in tiles of `R` rows × `C`
@@ -628,15 +644,7 @@ unsafe fn accumulate_generic<V: Vector, const R: usize, const C: usize>(a: Accum
 /// # Safety
 /// As [`backward_and_update`] says at its call.
 unsafe fn backward_block(isa: Isa, a: Backward) {
-    unsafe {
-        match isa {
-            #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
-            Isa::Avx512 => avx512::backward(a),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => avx2::backward(a),
-            _ => backward_generic::<Portable, 4, 2, 2, 4>(a),
-        }
-    }
+    unsafe { on_isa!(isa, backward(a)) }
 }
 
 /// One block of [`backward_and_update`] on vectors `V`: the input gradient
@@ -857,15 +865,7 @@ fn conv_row_on(
     // SAFETY: rows y..y + 3 of the image are in it (asserted), each read
     // at columns below positions + 2 = width; weight is TAPS × FILTERS and
     // out positions × FILTERS, a unique borrow; isa is available.
-    unsafe {
-        match isa {
-            #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
-            Isa::Avx512 => avx512::conv_row(a),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => avx2::conv_row(a),
-            _ => conv_row_generic::<Portable, 1, 8>(a),
-        }
-    }
+    unsafe { on_isa!(isa, conv_row(a)) }
 }
 
 /// [`conv_row`] on vectors `V`, `P` positions of `F` vectors (the 32
@@ -965,15 +965,7 @@ pub(crate) fn peak_gflops(isa: Isa) -> f64 {
         let started = Instant::now();
         let sums = rayon::broadcast(|_| {
             // SAFETY: isa is available (asserted above).
-            unsafe {
-                match isa {
-                    #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
-                    Isa::Avx512 => avx512::peak(iterations),
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => avx2::peak(iterations),
-                    _ => fma_loop::<Portable>(iterations),
-                }
-            }
+            unsafe { on_isa!(isa, peak(iterations)) }
         });
         let elapsed = started.elapsed();
         std::hint::black_box(sums);
