@@ -72,7 +72,13 @@ pub fn forward_host(
     out: &mut [f32],
 ) {
     crate::matmul::product_split_k(out, n, i, o, x, w);
-    for row in out.chunks_exact_mut(o) {
+    bias_relu_host(out, b);
+}
+
+/// `out = relu(out + b)` for each row of `out` (as long as `b`): the end of
+/// the layer's forward pass, here and in the host's inference.
+pub fn bias_relu_host(out: &mut [f32], b: &[f32]) {
+    for row in out.chunks_exact_mut(b.len()) {
         for (v, &bias) in row.iter_mut().zip(b) {
             *v = (*v + bias).max(0.0);
         }

@@ -381,9 +381,7 @@ impl HostNet {
                         *v += p;
                     }
                 }
-                for (v, &bias) in row.iter_mut().zip(b1) {
-                    *v = (*v + bias).max(0.0);
-                }
+                dense::bias_relu_host(row, b1);
             });
     }
 
