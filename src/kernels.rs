@@ -552,7 +552,10 @@ fn backward_and_update_on(
                 // writes only columns first..first + rows (below k) of each of
                 // the n rows, which no other block writes, and nothing reads dx
                 // meanwhile; x is read at those columns, gt and g whole, all
-                // shared borrows of the sizes checked above. isa is available.
+                // shared borrows of the sizes checked above; dxt is this
+                // thread's own buffer of rows × padded floats, which the
+                // tiles (at most padded images each) stay within. isa is
+                // available.
                 unsafe { backward_block(isa, a) }
             });
         });
