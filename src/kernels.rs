@@ -682,10 +682,10 @@ unsafe fn backward_generic<
 >(
     a: Backward,
 ) {
-    // What the buffers below were sized for: the tile's images fit the
-    // 32-float buffer of `gradient_tile` and divide the 32 that the images
-    // are padded to; the update's columns divide `o` (checked against
-    // `column_block` by the caller, asserted here).
+    // What the buffers below were sized for: the tile's images divide the
+    // 32 that the images are padded to, so that the input-gradient tiles
+    // stay within each row of `dxt`; the update's columns divide `o`
+    // (checked against `column_block` by the caller, asserted here).
     const { assert!(GC * V::LANES <= 32 && 32 % (GC * V::LANES) == 0) };
     assert!(
         a.o.is_multiple_of(UC * V::LANES),
