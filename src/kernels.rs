@@ -171,6 +171,16 @@ trait Vector: Copy {
     unsafe fn mul_add(self, b: Self, c: Self) -> Self;
     /// `self + b`, lane by lane.
     unsafe fn add(self, b: Self) -> Self;
+    /// Writes the transpose of the 8 × 8 block at `src` (rows `src_row`
+    /// apart) to `dst` (rows `dst_row` apart): `dst[i][j] = src[j][i]`.
+    #[inline(always)]
+    unsafe fn transpose_8x8(src: *const f32, src_row: usize, dst: *mut f32, dst_row: usize) {
+        for i in 0..8 {
+            for j in 0..8 {
+                unsafe { *dst.add(i * dst_row + j) = *src.add(j * src_row + i) };
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -206,8 +216,53 @@ mod x86 {
                 unsafe fn add(self, b: Self) -> Self {
                     $name(unsafe { $add(self.0, b.0) })
                 }
+                #[inline(always)]
+                unsafe fn transpose_8x8(
+                    src: *const f32,
+                    src_row: usize,
+                    dst: *mut f32,
+                    dst_row: usize,
+                ) {
+                    unsafe { transpose_8x8_avx(src, src_row, dst, dst_row) }
+                }
             }
         };
+    }
+
+    /// [`Vector::transpose_8x8`] in eight AVX registers (AVX-512 has them
+    /// too): pairs of rows interleaved, then pairs of pairs, then halves.
+    #[inline(always)]
+    unsafe fn transpose_8x8_avx(src: *const f32, src_row: usize, dst: *mut f32, dst_row: usize) {
+        unsafe {
+            let r: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(src.add(j * src_row)));
+            let t: [__m256; 8] = std::array::from_fn(|j| {
+                let (a, b) = (r[j / 2 * 2], r[j / 2 * 2 + 1]);
+                if j % 2 == 0 {
+                    _mm256_unpacklo_ps(a, b)
+                } else {
+                    _mm256_unpackhi_ps(a, b)
+                }
+            });
+            // t[0..4] hold rows 0-3, t[4..8] rows 4-7, per 128-bit half.
+            let u: [__m256; 8] = std::array::from_fn(|j| {
+                let (a, b) = (t[j / 4 * 4 + j % 4 / 2], t[j / 4 * 4 + j % 4 / 2 + 2]);
+                if j % 2 == 0 {
+                    _mm256_shuffle_ps::<0b01_00_01_00>(a, b)
+                } else {
+                    _mm256_shuffle_ps::<0b11_10_11_10>(a, b)
+                }
+            });
+            for i in 0..4 {
+                _mm256_storeu_ps(
+                    dst.add(i * dst_row),
+                    _mm256_permute2f128_ps::<0x20>(u[i], u[i + 4]),
+                );
+                _mm256_storeu_ps(
+                    dst.add((i + 4) * dst_row),
+                    _mm256_permute2f128_ps::<0x31>(u[i], u[i + 4]),
+                );
+            }
+        }
     }
 
     register!(
@@ -736,14 +791,33 @@ unsafe fn backward_generic<
             row += height;
         }
         // Into dx 16 rows (a cache line of each image's row) at a time, so
-        // that those rows of dxt stay in L1 while every image takes them.
+        // that those rows of dxt stay in L1 while every image takes them;
+        // whole 8 × 8 blocks transposed in registers (copied one float at
+        // a time, this took a tenth of the pass on a Zen 3).
+        let copy = |image: usize, r: usize| {
+            *a.dx.add(image * a.k + a.first + r) = *a.dxt.add(r * a.padded + image);
+        };
         for start in (0..a.rows).step_by(16) {
             let end = (start + 16).min(a.rows);
-            for image in 0..a.n {
-                let dx_row = a.dx.add(image * a.k + a.first);
-                for r in start..end {
-                    *dx_row.add(r) = *a.dxt.add(r * a.padded + image);
+            let mut image = 0;
+            while image + 8 <= a.n {
+                let mut r = start;
+                while r + 8 <= end {
+                    V::transpose_8x8(
+                        a.dxt.add(r * a.padded + image),
+                        a.padded,
+                        a.dx.add(image * a.k + a.first + r),
+                        a.k,
+                    );
+                    r += 8;
                 }
+                for r in r..end {
+                    (image..image + 8).for_each(|image| copy(image, r));
+                }
+                image += 8;
+            }
+            for image in image..a.n {
+                (start..end).for_each(|r| copy(image, r));
             }
         }
     }
