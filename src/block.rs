@@ -491,8 +491,8 @@ fn backward_image(
     for (dy, taps) in grad_weight.chunks_exact_mut(KERNEL).enumerate() {
         let mut sums = [[0.0f32; FILTERS]; KERNEL];
         for (y, g_row) in grad_conv.chunks_exact(cw).enumerate() {
-            let pixels = &image[(y + dy) * input.w..(y + dy + 1) * input.w];
-            for (g, window) in g_row.iter().zip(pixels.windows(KERNEL)) {
+            let image_row = &image[(y + dy) * input.w..(y + dy + 1) * input.w];
+            for (g, window) in g_row.iter().zip(image_row.windows(KERNEL)) {
                 let [p0, p1, p2] = [window[0], window[1], window[2]];
                 for f in 0..FILTERS {
                     sums[0][f] += g[f] * p0;
