@@ -43,7 +43,7 @@ const UPDATE_ROWS: usize = 512;
 const PRODUCT_DEPTH: usize = 64;
 
 /// Floats in a 64-byte cache line, the stride at which the backward pass
-/// asks for rows of `W` ahead of their use.
+/// and the product ask for rows of `W` ahead of their use.
 const CACHE_LINE_FLOATS: usize = 16;
 
 /// The vector instruction sets the kernels are compiled for.
@@ -710,9 +710,22 @@ unsafe fn accumulate_generic<V: Vector, const R: usize, const C: usize>(a: Accum
     unsafe {
         for start in (0..a.depth).step_by(PRODUCT_DEPTH) {
             let depth = PRODUCT_DEPTH.min(a.depth - start);
+            // The next block of rows of `w` is asked for a share at a time,
+            // one share with each tile of rows of `x`, so that it is in L1
+            // when this block is done: 3-6% off evaluation on a Zen 5, on
+            // AVX-512 and AVX2 alike (best, median and mean of alternate
+            // batches).
+            let next = start + depth;
+            let next_depth = PRODUCT_DEPTH.min(a.depth - next);
             let mut row = 0;
             while row < a.rows {
                 let height = R.min(a.rows - row);
+                let share = row * next_depth / a.rows..(row + height) * next_depth / a.rows;
+                for r in next + share.start..next + share.end {
+                    for c in (0..a.o).step_by(CACHE_LINE_FLOATS) {
+                        V::prefetch(a.w.add(r * a.o + c));
+                    }
+                }
                 for col in (0..a.o).step_by(C * V::LANES) {
                     let tile = Tile {
                         out: a.out.add(row * a.o + col),
