@@ -722,11 +722,7 @@ unsafe fn accumulate_generic<V: Vector, const R: usize, const C: usize>(a: Accum
             while row < a.rows {
                 let height = R.min(a.rows - row);
                 let share = row * next_depth / a.rows..(row + height) * next_depth / a.rows;
-                for r in next + share.start..next + share.end {
-                    for c in (0..a.o).step_by(CACHE_LINE_FLOATS) {
-                        V::prefetch(a.w.add(r * a.o + c));
-                    }
-                }
+                prefetch_rows::<V>(a.w, a.o, next + share.start..next + share.end);
                 for col in (0..a.o).step_by(C * V::LANES) {
                     let tile = Tile {
                         out: a.out.add(row * a.o + col),
@@ -741,6 +737,20 @@ unsafe fn accumulate_generic<V: Vector, const R: usize, const C: usize>(a: Accum
                 }
                 row += height;
             }
+        }
+    }
+}
+
+/// Asks for `rows` of `w` (`o` floats a row) ahead of their use, one
+/// [`Vector::prefetch`] per cache line.
+///
+/// # Safety
+/// The rows are within `w`'s allocation.
+#[inline(always)]
+unsafe fn prefetch_rows<V: Vector>(w: *const f32, o: usize, rows: std::ops::Range<usize>) {
+    for r in rows {
+        for c in (0..o).step_by(CACHE_LINE_FLOATS) {
+            unsafe { V::prefetch(w.add(r * o + c)) };
         }
     }
 }
@@ -789,11 +799,7 @@ unsafe fn backward_generic<
             // machine was busiest, nothing at its quietest. (Four tiles
             // ahead measured the same; `x`'s next lines too, no better.)
             let ahead = row + 2 * GR;
-            for r in ahead..(ahead + GR).min(a.rows) {
-                for c in (0..a.o).step_by(CACHE_LINE_FLOATS) {
-                    V::prefetch(a.w.add(r * a.o + c));
-                }
-            }
+            prefetch_rows::<V>(a.w, a.o, ahead..(ahead + GR).min(a.rows));
             for image in (0..a.n).step_by(images) {
                 let tile = Tile {
                     out: a.dxt.add(row * a.padded + image),
