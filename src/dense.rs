@@ -60,8 +60,8 @@ pub trait DenseOps: BurnBackend {
 }
 
 /// `out = relu(x·w + b)` on the host, for `x`: `n × i`, `w`: `i × o`,
-/// `b`: `o`, all row-major: the forward pass of the op on Flex, and of the
-/// host step's hidden layer.
+/// `b`: `o`, all row-major: the forward pass of the op on Flex, for any
+/// shape (the host step's own takes [`crate::kernels::sparse_product`]).
 pub fn forward_host(
     x: &[f32],
     w: &[f32],

@@ -15,7 +15,9 @@
 //! gives its part of the input gradient from the old values, then is
 //! updated in place, the weight gradient never stored (momentum and Adam
 //! get it whole from the same pass). The output layer, softmax and
-//! cross-entropy are a few hundred operations done in one loop. The fused
+//! cross-entropy are a few hundred operations done in one loop. The
+//! forward product skips the features that ReLU and dropout made zero
+//! ([`crate::kernels::sparse_product`]), about half of them. The fused
 //! first block ([`crate::block`]) runs as it does under Burn. Inference
 //! makes the features a pooled row at a time and multiplies each row by
 //! its rows of `W` at once ([`HostNet::logits`]), so that they never go to
@@ -401,18 +403,20 @@ impl HostNet {
         }
     }
 
-    /// `hidden = relu(features·W1 + b1)` for the first `n` rows of features.
+    /// `hidden = relu(features·W1 + b1)` for the first `n` rows of features,
+    /// skipping the features ReLU and dropout made zero
+    /// ([`kernels::sparse_product`]).
     fn dense_forward(&mut self, n: usize) {
         self.hidden.resize(n * HIDDEN, 0.0);
-        dense::forward_host(
-            &self.features,
+        kernels::sparse_product(
+            &mut self.hidden,
+            &self.features[..n * FEATURES],
             &self.w1,
-            &self.b1,
             n,
             FEATURES,
             HIDDEN,
-            &mut self.hidden,
         );
+        dense::bias_relu_host(&mut self.hidden, &self.b1);
     }
 
     /// The output layer for one row of hidden activations.
