@@ -62,6 +62,7 @@ pub trait DenseOps: BurnBackend {
 /// `out = relu(x·w + b)` on the host, for `x`: `n × i`, `w`: `i × o`,
 /// `b`: `o`, all row-major: the forward pass of the op on Flex, for any
 /// shape (the host step's own takes [`crate::kernels::sparse_product`]).
+#[cfg(feature = "flex")]
 pub fn forward_host(
     x: &[f32],
     w: &[f32],

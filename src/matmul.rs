@@ -59,6 +59,7 @@ pub fn matmul(m: usize, k: usize, n: usize, a: Matrix, b: Matrix) -> Vec<f32> {
 /// Slices the long dimension of [`product_split_k`] is cut into. Fixed,
 /// not the thread count, so that the sum's order (and so its last bits)
 /// is the same on every machine.
+#[cfg(any(feature = "flex", test))]
 const K_SLICES: usize = 8;
 
 /// Writes `a·b` into the row-major `m × n` matrix `dst`, for row-major
@@ -66,7 +67,10 @@ const K_SLICES: usize = 8;
 /// like the hidden layer's 32×20000·20000×128. gemm runs such a product on
 /// one thread (it splits the work over `m` and `n`); here `k` is cut into
 /// slices whose products run in parallel and are then added in order,
-/// which took the product from 2.3 to 0.8 ms on two cores.
+/// which took the product from 2.3 to 0.8 ms on two cores. The Flex op's
+/// forward pass (`--engine burn`); the host step's skips the zero features
+/// ([`crate::kernels::sparse_product`]).
+#[cfg(any(feature = "flex", test))]
 pub fn product_split_k(dst: &mut [f32], m: usize, k: usize, n: usize, a: &[f32], b: &[f32]) {
     use rayon::prelude::*;
     assert_eq!((a.len(), b.len()), (m * k, k * n), "operand sizes");
