@@ -77,7 +77,8 @@ pub fn forward_host(
 }
 
 /// `out = relu(out + b)` for each row of `out` (as long as `b`): the end of
-/// the layer's forward pass, here and in the host's inference.
+/// the layer's forward pass, here and in the host's training step and
+/// inference.
 pub fn bias_relu_host(out: &mut [f32], b: &[f32]) {
     for row in out.chunks_exact_mut(b.len()) {
         for (v, &bias) in row.iter_mut().zip(b) {

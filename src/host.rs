@@ -410,7 +410,7 @@ impl HostNet {
         self.hidden.resize(n * HIDDEN, 0.0);
         kernels::sparse_product(
             &mut self.hidden,
-            &self.features[..n * FEATURES],
+            &self.features,
             &self.w1,
             n,
             FEATURES,

@@ -1,4 +1,5 @@
-//! The hidden layer's backward pass and inference's forward product, and
+//! The hidden layer's backward pass and its forward product (training's
+//! over the nonzero features, inference's over all), and
 //! the first block's convolution, on micro-kernels written for their
 //! shapes; and the machine's own peak rate to measure every product
 //! against.
@@ -15,9 +16,10 @@
 //! Inference multiplies the features by `W` a slice at a time as they are
 //! made, while in cache ([`accumulate_product`]). Training's forward
 //! product takes only the rows of `W` whose feature is not zero
-//! ([`sparse_product`]): with dropout, about 55% of them are (gemm, on
-//! every one of them, measured faster than the dense kernel here; at
-//! evaluation's 35% zeros the sparse kernel measured no faster). The
+//! ([`sparse_product`]): with dropout about 55% of the features are zero.
+//! (Before, gemm, which multiplies them all, measured faster there than
+//! the dense kernel; at evaluation's 35% zeros the sparse kernel measured
+//! no faster than the dense one.) The
 //! convolution ([`conv_row`]) takes several
 //! positions at once, so that its chains of nine dependent multiply-adds
 //! overlap.
@@ -669,7 +671,8 @@ thread_local! {
     static DX_BLOCK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The operands of [`accumulate_generic`], as [`accumulate_product`] checked them.
+/// The operands of [`accumulate_generic`] and [`sparse_accumulate_generic`],
+/// as [`accumulate_product`] or [`sparse_product`] checked them.
 #[derive(Clone, Copy)]
 struct Accumulate {
     out: *mut f32,
@@ -755,7 +758,8 @@ const SPARSE_SLICES: usize = 8;
 /// multiply-adds: on a Zen 5 it took 20% off gemm's time on AVX-512 and
 /// half of it on AVX2 (`kernels` A/B in the step, README, Speed). The
 /// depth is cut into [`SPARSE_SLICES`] slices taken in parallel, each
-/// summed in order of depth (skipping a zero changes no sum), then added
+/// summed in order of depth (skipping a zero changes no sum while `w` is
+/// finite: a dense product's 0·∞ would be NaN), then added
 /// in order of slice: the results depend on neither the threads nor the
 /// other rows. Needs `o` to be a multiple of [`column_block`].
 pub(crate) fn sparse_product(
@@ -767,6 +771,15 @@ pub(crate) fn sparse_product(
     o: usize,
 ) {
     sparse_product_on(isa(), out, x, w, rows, depth, o)
+}
+
+/// The depth of each of [`sparse_product`]'s slices: whole blocks of
+/// [`PRODUCT_DEPTH`], so that a slice's blocks are those of one pass over
+/// the whole depth.
+fn sparse_slice(depth: usize) -> usize {
+    depth
+        .div_ceil(SPARSE_SLICES)
+        .next_multiple_of(PRODUCT_DEPTH)
 }
 
 /// [`sparse_product`] on the kernels of `isa`.
@@ -795,25 +808,20 @@ fn sparse_product_on(
     if rows == 0 || depth == 0 {
         return;
     }
-    // Whole blocks of PRODUCT_DEPTH to a slice, so that its blocks are
-    // those of one pass over the whole depth.
-    let slice = depth
-        .div_ceil(SPARSE_SLICES)
-        .next_multiple_of(PRODUCT_DEPTH);
+    let slice = sparse_slice(depth);
     let mut parts = vec![0.0f32; SPARSE_SLICES * rows * o];
-    let (x_all, w_all) = (Shared(x.as_ptr().cast_mut()), Shared(w.as_ptr().cast_mut()));
     parts
         .par_chunks_mut(rows * o)
         .enumerate()
         .for_each(|(s, part)| {
             let start = (s * slice).min(depth);
+            // start is at most depth: within x's first row and w's rows,
+            // or just past their end, with nothing read.
             let a = Accumulate {
                 out: part.as_mut_ptr(),
-                // SAFETY: start is at most depth, so within x's first row
-                // and w's rows (or one past their end, with nothing read).
-                x: unsafe { x_all.get().add(start) },
+                x: x[start..].as_ptr(),
                 x_stride: depth,
-                w: unsafe { w_all.get().add(start * o) },
+                w: w[start * o..].as_ptr(),
                 rows,
                 depth: slice.min(depth - start),
                 o,
@@ -872,10 +880,10 @@ unsafe fn accumulate_generic<V: Vector, const R: usize, const C: usize>(a: Accum
 /// [`sparse_product`]'s slice on vectors `V`: one row of `x` at a time,
 /// `C` vectors of columns, [`PRODUCT_DEPTH`] rows of `w` at a time, of
 /// which only those whose input is not zero (found a vector at a time,
-/// then taken a set bit at a time, so that no branch depends on the
-/// values). Each element's sum runs in order of depth, added to `out` once
-/// a block: what [`accumulate_generic`] gives for the same slice, skipping
-/// the zeros. Tiles of several rows, whose inputs differ, measured slower.
+/// then taken a set bit at a time, so that no branch is taken per
+/// feature). Each element's sum runs in order of depth, added to `out`
+/// once a block: what [`accumulate_generic`] gives for the same slice
+/// where `w` is finite, skipping the zeros. Tiles of several rows, whose inputs differ, measured slower.
 #[inline(always)]
 unsafe fn sparse_accumulate_generic<V: Vector, const C: usize>(a: Accumulate) {
     const { assert!(PRODUCT_DEPTH <= 64, "a block's inputs fit a u64") };
@@ -1449,7 +1457,9 @@ mod tests {
     #[test]
     fn sparse_products_skip_only_zeros_and_each_row_stands_alone() {
         for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
-            for o in [column_block(isa), 128] {
+            let mut widths = vec![column_block(isa), 128];
+            widths.dedup();
+            for o in widths {
                 for (rows, depth) in SHAPES.into_iter().chain([(32, 20_000), (0, 5), (4, 0)]) {
                     let what = format!("{} {rows}×{depth}×{o}", isa.name());
                     // Most inputs zero, as after ReLU and dropout, with
@@ -1461,18 +1471,28 @@ mod tests {
                             *v = 0.0;
                         }
                     }
-                    let w = values(depth * o, 5);
+                    // Rows 64..128 of w are infinite where every input is
+                    // zero: a product that took them would be NaN.
+                    let finite = values(depth * o, 5);
+                    let mut w = finite.clone();
+                    w.iter_mut()
+                        .skip(64 * o)
+                        .take(64 * o)
+                        .for_each(|v| *v = f32::INFINITY);
                     let mut out = vec![f32::NAN; rows * o];
                     sparse_product_on(isa, &mut out, &x, &w, rows, depth, o);
+                    assert!(
+                        out.iter().all(|v| v.is_finite()),
+                        "{what}: zeros not skipped"
+                    );
+                    let w = finite;
                     let product =
                         reference(rows, depth, o, |i, t| x[i * depth + t], |t, c| w[t * o + c]);
                     assert_near(&out, &product, &what);
 
                     // The bits: each slice of the depth as the dense kernel
                     // sums it, the slices added in order.
-                    let slice = depth
-                        .div_ceil(SPARSE_SLICES)
-                        .next_multiple_of(PRODUCT_DEPTH);
+                    let slice = sparse_slice(depth);
                     let mut expected = vec![0.0f32; rows * o];
                     for start in (0..depth).step_by(slice.max(1)) {
                         let len = slice.min(depth - start);

@@ -1,9 +1,9 @@
 //! Matrix products on the host, on the `gemm` crate's kernels (the ones
 //! Burn's Flex backend uses, AVX-512 or AVX2 picked at run time) with all
 //! threads: the one place that calls into `gemm`, with the bounds checks its
-//! raw-pointer interface needs. (The hidden layer's backward pass, the
-//! inference product and the convolution run on the crate's own kernels,
-//! [`crate::kernels`].)
+//! raw-pointer interface needs. (The hidden layer's backward pass, its
+//! forward product in training and inference, and the convolution run on
+//! the crate's own kernels, [`crate::kernels`].)
 
 /// A read-only matrix view: values with row and column strides.
 #[derive(Clone, Copy)]
