@@ -706,16 +706,11 @@ pub(crate) fn accumulate_product(
     accumulate_product_on(isa(), out, x, w, rows, depth, o)
 }
 
-/// [`accumulate_product`] on the kernels of `isa`.
-fn accumulate_product_on(
-    isa: Isa,
-    out: &mut [f32],
-    x: &[f32],
-    w: &[f32],
-    rows: usize,
-    depth: usize,
-    o: usize,
-) {
+/// What [`accumulate_product`] and [`sparse_product`] need of their
+/// operands, which their kernels read and write without bounds checks:
+/// `isa` available, `o` whole column blocks of it, and the sizes that
+/// `rows`, `depth` and `o` say (without overflow).
+fn check_product(isa: Isa, out: &[f32], x: &[f32], w: &[f32], rows: usize, depth: usize, o: usize) {
     assert!(
         isa.available() && o > 0 && o.is_multiple_of(column_block(isa)),
         "{o} columns do not fit the {} kernels",
@@ -727,6 +722,19 @@ fn accumulate_product_on(
         (size(rows, o), size(rows, depth), size(depth, o)),
         "operand sizes"
     );
+}
+
+/// [`accumulate_product`] on the kernels of `isa`.
+fn accumulate_product_on(
+    isa: Isa,
+    out: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    rows: usize,
+    depth: usize,
+    o: usize,
+) {
+    check_product(isa, out, x, w, rows, depth, o);
     if rows == 0 || depth == 0 {
         return;
     }
@@ -793,17 +801,7 @@ fn sparse_product_on(
     o: usize,
 ) {
     use rayon::prelude::*;
-    assert!(
-        isa.available() && o > 0 && o.is_multiple_of(column_block(isa)),
-        "{o} columns do not fit the {} kernels",
-        isa.label()
-    );
-    let size = |a: usize, b: usize| a.checked_mul(b).expect("operand sizes overflow");
-    assert_eq!(
-        (out.len(), x.len(), w.len()),
-        (size(rows, o), size(rows, depth), size(depth, o)),
-        "operand sizes"
-    );
+    check_product(isa, out, x, w, rows, depth, o);
     out.fill(0.0);
     if rows == 0 || depth == 0 {
         return;
