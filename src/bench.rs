@@ -82,7 +82,8 @@ pub struct BenchResult {
     pub eval_batch_size: usize,
     pub eval_img_per_s: f64,
     /// Evaluation's operations per second: 5,511,936 an image
-    /// ([`EVAL_FLOP_PER_IMAGE`]).
+    /// ([`EVAL_FLOP_PER_IMAGE`]), the dense count, of which the kernels
+    /// skip the zero features' share.
     pub eval_gflops: f64,
     /// Peak resident memory of this process (VmHWM), in MB.
     pub peak_rss_mb: Option<f64>,
@@ -320,6 +321,9 @@ impl BenchResult {
             out.push_str(&format!(
                 "peak: {peak:.0} GFLOP/s ({simd} multiply-adds on {threads} threads, measured now)\n"
             ));
+            out.push_str(
+                "(the rates below count every operation of the dense products; the kernels skip the zero features', about half of the hidden layer's forward product, so evaluation's may pass the peak)\n",
+            );
         }
         if self.simd_narrowed == Some(true) {
             out.push_str(

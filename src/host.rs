@@ -21,7 +21,7 @@
 //! first block ([`crate::block`]) runs as it does under Burn. Inference
 //! makes the features a pooled row at a time and multiplies each row by
 //! its rows of `W` at once ([`HostNet::logits`]), so that they never go to
-//! memory.
+//! memory, skipping the zeros there too.
 
 use std::time::{Duration, Instant};
 
@@ -329,7 +329,8 @@ impl HostNet {
     /// row of features at a time: each of the 25 rows is a task that makes
     /// that row of every image's features (800 values each) and multiplies
     /// them by their 800 rows of `W1` while they are in cache
-    /// ([`kernels::accumulate_product`]), into its own partial sums, which
+    /// ([`kernels::accumulate_product`], which skips the zeros), into its
+    /// own partial sums, which
     /// are then added in row order. The features never go to memory (a
     /// batch of 128 has 10 MB of them), each row of `W1` is read once per
     /// batch, and each image's sums run in the same order whatever its

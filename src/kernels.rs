@@ -1,5 +1,5 @@
-//! The hidden layer's backward pass and its forward product (training's
-//! over the nonzero features, inference's over all), and
+//! The hidden layer's backward pass and its forward product (over the
+//! nonzero features only, in training and inference alike), and
 //! the first block's convolution, on micro-kernels written for their
 //! shapes; and the machine's own peak rate to measure every product
 //! against.
@@ -13,13 +13,16 @@
 //! Every element's sum runs in an order fixed by the shapes alone, never by
 //! the threads, so the results are the same on any number of cores.
 //!
-//! Inference multiplies the features by `W` a slice at a time as they are
-//! made, while in cache ([`accumulate_product`]). Training's forward
-//! product takes only the rows of `W` whose feature is not zero
-//! ([`sparse_product`]): with dropout about 55% of the features are zero.
-//! (Before, gemm, which multiplies them all, measured faster there than
-//! the dense kernel; at evaluation's 35% zeros the sparse kernel measured
-//! no faster than the dense one.) The
+//! The forward product takes only the rows of `W` whose feature is not
+//! zero: after ReLU about half of the features are, in training and
+//! inference alike. One kernel does both, in tiles of a few images × the
+//! columns, a tile taking each row of `W` that any of its images needs
+//! (zeros for the others add nothing). Inference multiplies the features a
+//! slice at a time as they are made, while in cache, in tiles of 2-3
+//! images, whose zeros mostly coincide (the background of the digits;
+//! [`accumulate_product`]). Training takes one image at a time, since
+//! dropout makes the images' zeros unrelated, and cuts the depth into
+//! slices for the threads ([`sparse_product`]). The
 //! convolution ([`conv_row`]) takes several
 //! positions at once, so that its chains of nine dependent multiply-adds
 //! overlap.
@@ -374,8 +377,8 @@ impl Vector for Portable {
 
 /// Columns of `W` that its width `o` must be a multiple of on `isa`: the
 /// width of that instruction set's update tile (vectors × lanes), which
-/// `backward_generic` asserts again, and a multiple of its product tile's,
-/// which `accumulate_generic` asserts. The hidden layer's 128 fits all three.
+/// `backward_generic` asserts again. (The products take any whole number
+/// of vectors.) The hidden layer's 128 fits all three.
 pub(crate) fn column_block(isa: Isa) -> usize {
     match isa {
         Isa::Portable => 16,
@@ -428,7 +431,7 @@ struct Backward {
 /// accumulators, leaving registers for the operands (AVX-512 has 32, AVX2
 /// 16, the portable vector's SSE2 or NEON 16 or 32).
 macro_rules! instruction_set {
-    ($name:ident, [$($attr:meta)*], $v:ty, gradient $g:tt, update $u:tt, product $p:tt, sparse $s:tt, conv $c:tt) => {
+    ($name:ident, [$($attr:meta)*], $v:ty, gradient $g:tt, update $u:tt, product $p:tt, training $t:tt, conv $c:tt) => {
         mod $name {
             use super::*;
 
@@ -448,8 +451,8 @@ macro_rules! instruction_set {
             }
 
             $(#[$attr])*
-            pub(super) unsafe fn sparse(a: Accumulate) {
-                unsafe { sparse_accumulate_generic::<$v, { $s.0 }>(a) }
+            pub(super) unsafe fn training(a: Accumulate) {
+                unsafe { accumulate_generic::<$v, { $t.0 }, { $t.1 }>(a) }
             }
 
             $(#[$attr])*
@@ -467,8 +470,8 @@ instruction_set!(
     x86::Avx512,
     gradient(8, 2),
     update(3, 8),
-    product(6, 4),
-    sparse(8,),
+    product(3, 8),
+    training(1, 8),
     conv(8, 2)
 );
 #[cfg(target_arch = "x86_64")]
@@ -478,8 +481,8 @@ instruction_set!(
     x86::Avx2,
     gradient(6, 2),
     update(3, 4),
-    product(3, 4),
-    sparse(8,),
+    product(2, 4),
+    training(1, 8),
     conv(2, 4)
 );
 instruction_set!(
@@ -489,7 +492,7 @@ instruction_set!(
     gradient(4, 2),
     update(2, 4),
     product(2, 4),
-    sparse(8,),
+    training(1, 8),
     conv(1, 8)
 );
 
@@ -510,7 +513,7 @@ macro_rules! on_isa {
 /// Calls `$tile::<V, R, C>` with the rows left, `$rows` (at most the
 /// tile's height, and at most 8, the tallest tile's), as the constant `R`.
 macro_rules! with_rows {
-    ($rows:expr, $tile:ident, $v:ty, $c:ident, $args:expr) => {
+    ($rows:expr, $tile:ident, $v:ty, $c:tt, $args:expr) => {
         match $rows {
             1 => $tile::<$v, 1, $c>($args),
             2 => $tile::<$v, 2, $c>($args),
@@ -671,8 +674,8 @@ thread_local! {
     static DX_BLOCK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The operands of [`accumulate_generic`] and [`sparse_accumulate_generic`],
-/// as [`accumulate_product`] or [`sparse_product`] checked them.
+/// The operands of [`accumulate_generic`], as [`accumulate_product`] or
+/// [`sparse_product`] checked them.
 #[derive(Clone, Copy)]
 struct Accumulate {
     out: *mut f32,
@@ -687,14 +690,20 @@ struct Accumulate {
 }
 
 /// `out += x·w` on the calling thread, for row-major `x` (`rows × depth`),
-/// `w` (`depth × o`) and `out` (`rows × o`): a dense layer's forward
-/// product, a slice of its inputs at a time, for a caller that makes each
-/// slice just before (the host's inference makes the features a pooled
-/// row at a time, so that they are multiplied while still in cache). Each
+/// `w` (`depth × o`) and `out` (`rows × o`), skipping the inputs that are
+/// zero: a dense layer's forward product, a slice of its inputs at a time,
+/// for a caller that makes each slice just before (the host's inference
+/// makes the features a pooled row at a time, so that they are multiplied
+/// while still in cache). A tile of a few rows takes each row of `w` that
+/// one of them needs: at evaluation 54% of a trained network's features
+/// are zero, and 42% (36%) are zero in all of a tile's two (three) images,
+/// which took a fifth to a third off evaluation's time on a Zen 5 (README,
+/// Speed). Each
 /// element's sum runs in order over `depth`, added to `out` once every
-/// [`PRODUCT_DEPTH`] values, so that a row's result depends on neither the
-/// other rows given with it nor the threads. Needs `o` to be a multiple of
-/// [`column_block`].
+/// [`PRODUCT_DEPTH`] values (skipping a zero changes no sum while `w` is
+/// finite: a dense product's 0·∞ would be NaN), so that a row's result
+/// depends on neither the other rows given with it nor the threads. Needs
+/// `o` to be a multiple of [`column_block`].
 pub(crate) fn accumulate_product(
     out: &mut [f32],
     x: &[f32],
@@ -760,16 +769,16 @@ const SPARSE_SLICES: usize = 8;
 /// `out = x·w` for row-major `x` (`rows × depth`), `w` (`depth × o`) and
 /// `out` (`rows × o`), skipping the inputs that are zero: training's
 /// forward product through the hidden layer, whose features are zero
-/// wherever ReLU (before the pooling) or dropout made them, about 55% of
-/// them in training. Each image's row takes only the rows of `w` its
-/// nonzero features pick, so this does about half of a dense product's
+/// wherever ReLU (before the pooling) or dropout made them, about half of
+/// them. Each image's row takes only the rows of `w` its nonzero features
+/// pick (dropout makes the images' zeros unrelated, and tiles of several
+/// images measured slower), so this does about half of a dense product's
 /// multiply-adds: on a Zen 5 it took 20% off gemm's time on AVX-512 and
 /// half of it on AVX2 (`kernels` A/B in the step, README, Speed). The
 /// depth is cut into [`SPARSE_SLICES`] slices taken in parallel, each
-/// summed in order of depth (skipping a zero changes no sum while `w` is
-/// finite: a dense product's 0·∞ would be NaN), then added
-/// in order of slice: the results depend on neither the threads nor the
-/// other rows. Needs `o` to be a multiple of [`column_block`].
+/// summed as [`accumulate_product`] sums it, then added in order of
+/// slice: the results depend on neither the threads nor the other rows.
+/// Needs `o` to be a multiple of [`column_block`].
 pub(crate) fn sparse_product(
     out: &mut [f32],
     x: &[f32],
@@ -827,7 +836,7 @@ fn sparse_product_on(
             // SAFETY: this slice reads columns start..start + a.depth of
             // x's rows and those rows of w, within the sizes checked above,
             // and writes only its own part; isa is available.
-            unsafe { on_isa!(isa, sparse(a)) }
+            unsafe { on_isa!(isa, training(a)) }
         });
     for part in parts.chunks_exact(rows * o) {
         for (d, p) in out.iter_mut().zip(part) {
@@ -836,11 +845,22 @@ fn sparse_product_on(
     }
 }
 
-/// [`accumulate_product`] on vectors `V`, in tiles of `R` rows × `C`
-/// vectors of columns, [`PRODUCT_DEPTH`] rows of `w` at a time.
+/// [`accumulate_product`] and each slice of [`sparse_product`] on vectors
+/// `V`, in tiles of `R` rows of `x` × `C` vectors of columns,
+/// [`PRODUCT_DEPTH`] rows of `w` at a time, of which a tile takes only
+/// those where one of its rows has an input that is not zero (found a
+/// vector at a time, then taken a set bit at a time). Each element's sum
+/// runs in order of depth and is added to `out` once a block: the terms
+/// skipped are zero, and those kept for another row's sake add exact
+/// zeros, so where `w` is finite the sums are a dense product's and a
+/// row's do not depend on the rows beside it. Columns past the last whole
+/// tile (none for the hidden layer's 128 but on AVX2 and the portable
+/// vector in training's tiles), a vector at a time.
 #[inline(always)]
 unsafe fn accumulate_generic<V: Vector, const R: usize, const C: usize>(a: Accumulate) {
-    assert!(a.o.is_multiple_of(C * V::LANES), "columns fit the tile");
+    const { assert!(PRODUCT_DEPTH <= 64, "a block's inputs fit a u64") };
+    assert!(a.o.is_multiple_of(V::LANES), "columns fit whole vectors");
+    let whole_tiles = a.o - a.o % (C * V::LANES);
     unsafe {
         for start in (0..a.depth).step_by(PRODUCT_DEPTH) {
             let depth = PRODUCT_DEPTH.min(a.depth - start);
@@ -849,7 +869,7 @@ unsafe fn accumulate_generic<V: Vector, const R: usize, const C: usize>(a: Accum
             // way into the cache (L1 as far as it fits beside this block)
             // when this block is done: 2.6-5.6% off evaluation on a Zen 5, on
             // AVX-512 and AVX2 alike (best, median and mean of alternate
-            // batches).
+            // batches), 15-20% off training's product.
             let next = start + depth;
             let next_depth = PRODUCT_DEPTH.min(a.depth - next);
             let mut row = 0;
@@ -857,17 +877,29 @@ unsafe fn accumulate_generic<V: Vector, const R: usize, const C: usize>(a: Accum
                 let height = R.min(a.rows - row);
                 let share = row * next_depth / a.rows..(row + height) * next_depth / a.rows;
                 prefetch_rows::<V>(a.w, a.o, next + share.start..next + share.end);
-                for col in (0..a.o).step_by(C * V::LANES) {
+                let x = a.x.add(row * a.x_stride + start);
+                let mut nonzero = 0;
+                for r in 0..height {
+                    nonzero |= nonzero_mask::<V>(x.add(r * a.x_stride), depth);
+                }
+                let mut col = 0;
+                while col < a.o {
                     let tile = Tile {
                         out: a.out.add(row * a.o + col),
-                        left: a.x.add(row * a.x_stride + start),
+                        left: x,
                         right: a.w.add(start * a.o + col),
                         left_row: a.x_stride,
                         left_step: 1,
                         right_stride: a.o,
                         depth,
                     };
-                    with_rows!(height, accumulate_tile, V, C, tile);
+                    if col < whole_tiles {
+                        with_rows!(height, accumulate_tile, V, C, (tile, nonzero));
+                        col += C * V::LANES;
+                    } else {
+                        with_rows!(height, accumulate_tile, V, 1, (tile, nonzero));
+                        col += V::LANES;
+                    }
                 }
                 row += height;
             }
@@ -875,79 +907,21 @@ unsafe fn accumulate_generic<V: Vector, const R: usize, const C: usize>(a: Accum
     }
 }
 
-/// [`sparse_product`]'s slice on vectors `V`: one row of `x` at a time,
-/// `C` vectors of columns, [`PRODUCT_DEPTH`] rows of `w` at a time, of
-/// which only those whose input is not zero (found a vector at a time,
-/// then taken a set bit at a time, so that no branch is taken per
-/// feature). Each element's sum runs in order of depth, added to `out`
-/// once a block: what [`accumulate_generic`] gives for the same slice
-/// where `w` is finite, skipping the zeros. Tiles of several rows, whose inputs differ, measured slower.
+/// One bit per float of the `len` (at most 64) at `x`, bit `d` for
+/// `x[d]`, set where it is not zero: a vector at a time, then the rest.
 #[inline(always)]
-unsafe fn sparse_accumulate_generic<V: Vector, const C: usize>(a: Accumulate) {
-    const { assert!(PRODUCT_DEPTH <= 64, "a block's inputs fit a u64") };
-    assert!(a.o.is_multiple_of(V::LANES), "columns fit whole vectors");
-    let whole_tiles = a.o - a.o % (C * V::LANES);
+unsafe fn nonzero_mask<V: Vector>(x: *const f32, len: usize) -> u64 {
+    let whole = len - len % V::LANES;
+    let mut nonzero = 0u64;
     unsafe {
-        for start in (0..a.depth).step_by(PRODUCT_DEPTH) {
-            let depth = PRODUCT_DEPTH.min(a.depth - start);
-            // The next block asked for a share with each row, as in
-            // accumulate_generic (without it, 15-20% slower).
-            let next = start + depth;
-            let next_depth = PRODUCT_DEPTH.min(a.depth - next);
-            for row in 0..a.rows {
-                let share = row * next_depth / a.rows..(row + 1) * next_depth / a.rows;
-                prefetch_rows::<V>(a.w, a.o, next + share.start..next + share.end);
-                let x = a.x.add(row * a.x_stride + start);
-                let whole = depth - depth % V::LANES;
-                let mut nonzero = 0u64;
-                for d in (0..whole).step_by(V::LANES) {
-                    nonzero |= V::nonzero_bits(x.add(d)) << d;
-                }
-                for d in whole..depth {
-                    nonzero |= u64::from(*x.add(d) != 0.0) << d;
-                }
-                let w = a.w.add(start * a.o);
-                let out = a.out.add(row * a.o);
-                for col in (0..whole_tiles).step_by(C * V::LANES) {
-                    sparse_tile::<V, C>(x, nonzero, w.add(col), a.o, out.add(col));
-                }
-                // Columns past the last whole tile (none for the hidden
-                // layer's 128), a vector at a time.
-                for col in (whole_tiles..a.o).step_by(V::LANES) {
-                    sparse_tile::<V, 1>(x, nonzero, w.add(col), a.o, out.add(col));
-                }
-            }
+        for d in (0..whole).step_by(V::LANES) {
+            nonzero |= V::nonzero_bits(x.add(d)) << d;
+        }
+        for d in whole..len {
+            nonzero |= u64::from(*x.add(d) != 0.0) << d;
         }
     }
-}
-
-/// `C` vectors of `out += Σ x[d]·w[d][..]` over the set bits `d` of
-/// `nonzero`, in order (`w`'s rows `stride` apart).
-#[inline(always)]
-unsafe fn sparse_tile<V: Vector, const C: usize>(
-    x: *const f32,
-    nonzero: u64,
-    w: *const f32,
-    stride: usize,
-    out: *mut f32,
-) {
-    unsafe {
-        let mut acc = [V::splat(0.0); C];
-        let mut left = nonzero;
-        while left != 0 {
-            let d = left.trailing_zeros() as usize;
-            left &= left - 1;
-            let b = V::splat(*x.add(d));
-            let w_row = w.add(d * stride);
-            for (c, acc) in acc.iter_mut().enumerate() {
-                *acc = b.mul_add(V::load(w_row.add(c * V::LANES)), *acc);
-            }
-        }
-        for (c, acc) in acc.iter().enumerate() {
-            let out = out.add(c * V::LANES);
-            V::load(out).add(*acc).store(out);
-        }
-    }
+    nonzero
 }
 
 /// Asks for `rows` of `w` (`o` floats a row) ahead of their use, one
@@ -1146,12 +1120,28 @@ unsafe fn update_tile<V: Vector, const R: usize, const C: usize>((t, lr): (Tile,
     }
 }
 
-/// `R` rows × `C` vectors of a product's sums added to `out` (the same
-/// row stride as `right`).
+/// `R` rows × `C` vectors of a product's sums over the steps `d` set in
+/// `nonzero`, in order, added to `out` (the same row stride as `right`).
 #[inline(always)]
-unsafe fn accumulate_tile<V: Vector, const R: usize, const C: usize>(t: Tile) {
+unsafe fn accumulate_tile<V: Vector, const R: usize, const C: usize>((t, nonzero): (Tile, u64)) {
     unsafe {
-        let acc = tile_sums::<V, R, C>(&t);
+        let mut acc = [[V::splat(0.0); C]; R];
+        let mut left = nonzero;
+        while left != 0 {
+            let d = left.trailing_zeros() as usize;
+            left &= left - 1;
+            let mut b = [V::splat(0.0); R];
+            for (r, b) in b.iter_mut().enumerate() {
+                *b = V::splat(*t.left.add(r * t.left_row + d * t.left_step));
+            }
+            let row = t.right.add(d * t.right_stride);
+            for c in 0..C {
+                let right = V::load(row.add(c * V::LANES));
+                for (acc, b) in acc.iter_mut().zip(&b) {
+                    acc[c] = b.mul_add(right, acc[c]);
+                }
+            }
+        }
         for (r, acc) in acc.iter().enumerate() {
             for (c, acc) in acc.iter().enumerate() {
                 let out = t.out.add(r * t.right_stride + c * V::LANES);
@@ -1412,17 +1402,78 @@ mod tests {
         }
     }
 
+    /// Inputs mostly zero, as after ReLU and dropout, with a row and a
+    /// whole block of depth (64..128) of nothing but zeros.
+    fn sparse_inputs(rows: usize, depth: usize, seed: usize) -> Vec<f32> {
+        let mut x = values(rows * depth, seed);
+        for (i, v) in x.iter_mut().enumerate() {
+            let (row, d) = (i / depth, i % depth);
+            if *v < 0.1 || row == 2 || (64..128).contains(&d) {
+                *v = 0.0;
+            }
+        }
+        x
+    }
+
+    /// `w` with rows 64..128 infinite, where [`sparse_inputs`] are all
+    /// zero: a product that took them would be NaN.
+    fn infinite_where_zero(w: &[f32], o: usize) -> Vec<f32> {
+        let mut w = w.to_vec();
+        w.iter_mut()
+            .skip(64 * o)
+            .take(64 * o)
+            .for_each(|v| *v = f32::INFINITY);
+        w
+    }
+
+    /// The bits the products promise for one element: `init` plus, block
+    /// of [`PRODUCT_DEPTH`] by block over `depths` (whole blocks from its
+    /// start), the block's sum over its nonzero inputs in order, fused
+    /// where `isa`'s multiply-add is.
+    fn blocked_sum(
+        isa: Isa,
+        init: f32,
+        x: impl Fn(usize) -> f32,
+        w: impl Fn(usize) -> f32,
+        depths: std::ops::Range<usize>,
+    ) -> f32 {
+        let fused = isa != Isa::Portable || cfg!(target_arch = "aarch64");
+        let mut total = init;
+        for start in depths.clone().step_by(PRODUCT_DEPTH) {
+            let mut acc = 0.0f32;
+            for d in start..(start + PRODUCT_DEPTH).min(depths.end) {
+                let (x, w) = (x(d), w(d));
+                if x != 0.0 {
+                    acc = if fused {
+                        x.mul_add(w, acc)
+                    } else {
+                        x * w + acc
+                    };
+                }
+            }
+            total += acc;
+        }
+        total
+    }
+
     #[test]
-    fn accumulated_products_equal_the_definition_and_each_row_stands_alone() {
+    fn accumulated_products_skip_only_zeros_and_each_row_stands_alone() {
         for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
             for o in [column_block(isa), 2 * column_block(isa), 128] {
                 for (rows, depth) in SHAPES.into_iter().chain([(13, 800), (0, 5), (4, 0)]) {
                     let what = format!("{} {rows}×{depth}×{o}", isa.name());
                     let (x, w, start) = (
-                        values(rows * depth, 1),
+                        sparse_inputs(rows, depth, 1),
                         values(depth * o, 2),
                         values(rows * o, 3),
                     );
+                    let mut out = start.clone();
+                    let infinite = infinite_where_zero(&w, o);
+                    accumulate_product_on(isa, &mut out, &x, &infinite, rows, depth, o);
+                    let mut finite = start.clone();
+                    accumulate_product_on(isa, &mut finite, &x, &w, rows, depth, o);
+                    assert_eq!(out, finite, "{what}: zeros not skipped");
+
                     let product =
                         reference(rows, depth, o, |i, t| x[i * depth + t], |t, c| w[t * o + c]);
                     let expected: Vec<f64> = start
@@ -1430,22 +1481,30 @@ mod tests {
                         .zip(&product)
                         .map(|(&s, p)| s as f64 + p)
                         .collect();
-                    let mut out = start.clone();
-                    accumulate_product_on(isa, &mut out, &x, &w, rows, depth, o);
                     assert_near(&out, &expected, &what);
-                    // Each row alone gives the same bits as with the others.
+                    let bits: Vec<f32> = (0..rows * o)
+                        .map(|e| {
+                            let (r, c) = (e / o, e % o);
+                            let x = |d| x[r * depth + d];
+                            blocked_sum(isa, start[e], x, |d| w[d * o + c], 0..depth)
+                        })
+                        .collect();
+                    assert_eq!(out, bits, "{what}: the sums in order of depth");
+
+                    // Each row alone gives the same bits as with the others,
+                    // and a NaN input is not skipped.
                     for r in 0..rows {
                         let mut alone = start[r * o..(r + 1) * o].to_vec();
-                        accumulate_product_on(
-                            isa,
-                            &mut alone,
-                            &x[r * depth..(r + 1) * depth],
-                            &w,
-                            1,
-                            depth,
-                            o,
-                        );
+                        let x_row = &x[r * depth..(r + 1) * depth];
+                        accumulate_product_on(isa, &mut alone, x_row, &w, 1, depth, o);
                         assert_eq!(alone, out[r * o..(r + 1) * o], "{what}: row {r} alone");
+                    }
+                    if rows > 0 && depth > 0 {
+                        let mut with_nan = x[..depth].to_vec();
+                        with_nan[depth / 2] = f32::NAN;
+                        let mut alone = start[..o].to_vec();
+                        accumulate_product_on(isa, &mut alone, &with_nan, &w, 1, depth, o);
+                        assert!(alone.iter().all(|v| v.is_nan()), "{what}: NaN skipped");
                     }
                 }
             }
@@ -1460,51 +1519,32 @@ mod tests {
             for o in widths {
                 for (rows, depth) in SHAPES.into_iter().chain([(32, 20_000), (0, 5), (4, 0)]) {
                     let what = format!("{} {rows}×{depth}×{o}", isa.name());
-                    // Most inputs zero, as after ReLU and dropout, with
-                    // rows and whole blocks of nothing but zeros.
-                    let mut x = values(rows * depth, 4);
-                    for (i, v) in x.iter_mut().enumerate() {
-                        let (row, d) = (i / depth, i % depth);
-                        if *v < 0.1 || row == 2 || (64..128).contains(&d) {
-                            *v = 0.0;
-                        }
-                    }
-                    // Rows 64..128 of w are infinite where every input is
-                    // zero: a product that took them would be NaN.
-                    let finite = values(depth * o, 5);
-                    let mut w = finite.clone();
-                    w.iter_mut()
-                        .skip(64 * o)
-                        .take(64 * o)
-                        .for_each(|v| *v = f32::INFINITY);
+                    let x = sparse_inputs(rows, depth, 4);
+                    let w = values(depth * o, 5);
                     let mut out = vec![f32::NAN; rows * o];
-                    sparse_product_on(isa, &mut out, &x, &w, rows, depth, o);
-                    assert!(
-                        out.iter().all(|v| v.is_finite()),
-                        "{what}: zeros not skipped"
-                    );
-                    let w = finite;
+                    let infinite = infinite_where_zero(&w, o);
+                    sparse_product_on(isa, &mut out, &x, &infinite, rows, depth, o);
+                    let mut finite = vec![f32::NAN; rows * o];
+                    sparse_product_on(isa, &mut finite, &x, &w, rows, depth, o);
+                    assert_eq!(out, finite, "{what}: zeros not skipped");
                     let product =
                         reference(rows, depth, o, |i, t| x[i * depth + t], |t, c| w[t * o + c]);
                     assert_near(&out, &product, &what);
 
-                    // The bits: each slice of the depth as the dense kernel
-                    // sums it, the slices added in order.
+                    // The bits: each slice of the depth summed block by
+                    // block, the slices added in order.
                     let slice = sparse_slice(depth);
-                    let mut expected = vec![0.0f32; rows * o];
-                    for start in (0..depth).step_by(slice.max(1)) {
-                        let len = slice.min(depth - start);
-                        let part_x: Vec<f32> = (0..rows)
-                            .flat_map(|r| x[r * depth + start..r * depth + start + len].to_vec())
-                            .collect();
-                        let mut part = vec![0.0f32; rows * o];
-                        let part_w = &w[start * o..(start + len) * o];
-                        accumulate_product_on(isa, &mut part, &part_x, part_w, rows, len, o);
-                        for (e, p) in expected.iter_mut().zip(&part) {
-                            *e += p;
-                        }
-                    }
-                    assert_eq!(out, expected, "{what}: the dense kernel's sums");
+                    let bits: Vec<f32> = (0..rows * o)
+                        .map(|e| {
+                            let (r, c) = (e / o, e % o);
+                            let (x, w) = (|d| x[r * depth + d], |d| w[d * o + c]);
+                            (0..depth).step_by(slice.max(1)).fold(0.0, |total, start| {
+                                let end = (start + slice).min(depth);
+                                total + blocked_sum(isa, 0.0, x, w, start..end)
+                            })
+                        })
+                        .collect();
+                    assert_eq!(out, bits, "{what}: the slices' sums in order");
 
                     if rows > 0 && depth > 0 {
                         // A row alone gives the same bits, and a NaN input

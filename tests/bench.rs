@@ -41,9 +41,16 @@ fn bench_measures_the_peak_and_states_each_rate_against_it() {
     let floor = 32.0 * 1000.0 / number(&v, "floor_ms") * 16_146_432.0 / 1e9;
     assert!(close(number(&v, "floor_gflops"), floor), "{v}");
     // Nothing computes faster than the machine can (a margin for the
-    // noise of a shared machine between the two measurements).
-    for key in ["train_gflops", "eval_gflops", "floor_gflops"] {
-        assert!(number(&v, key) < 1.5 * peak, "{key}: {v}");
+    // noise of a shared machine between the two measurements), counting
+    // the dense products' operations: training's kernels skip the zero
+    // features of a third of them, evaluation's of nearly all (where at
+    // least a third of the features are not zero).
+    for (key, bound) in [
+        ("train_gflops", 1.5),
+        ("eval_gflops", 4.5),
+        ("floor_gflops", 1.5),
+    ] {
+        assert!(number(&v, key) < bound * peak, "{key}: {v}");
     }
 
     let report = bench("", false);
