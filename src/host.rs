@@ -334,7 +334,7 @@ impl HostNet {
     /// are then added in row order. The features never go to memory (a
     /// batch of 128 has 10 MB of them), each row of `W1` is read once per
     /// batch, and each image's sums run in the same order whatever its
-    /// batch or the threads. (The price: each conv row is computed twice,
+    /// batch or the threads (giving the same bits where `W1` is finite). (The price: each conv row is computed twice,
     /// once for each pooled row it feeds.) With `features`, each image's
     /// features are also copied there (`[n, FEATURES]`), for `explain`.
     fn infer_hidden(&mut self, input: &Input, features: Option<&mut [f32]>) {

@@ -377,8 +377,9 @@ impl Vector for Portable {
 
 /// Columns of `W` that its width `o` must be a multiple of on `isa`: the
 /// width of that instruction set's update tile (vectors × lanes), which
-/// `backward_generic` asserts again. (The products take any whole number
-/// of vectors.) The hidden layer's 128 fits all three.
+/// `backward_generic` asserts again. (The product kernels take any whole
+/// number of vectors; their callers still ask for column blocks.) The
+/// hidden layer's 128 fits all three.
 pub(crate) fn column_block(isa: Isa) -> usize {
     match isa {
         Isa::Portable => 16,
@@ -697,13 +698,12 @@ struct Accumulate {
 /// while still in cache). A tile of a few rows takes each row of `w` that
 /// one of them needs: at evaluation 54% of a trained network's features
 /// are zero, and 42% (36%) are zero in all of a tile's two (three) images,
-/// which took a fifth to a third off evaluation's time on a Zen 5 (README,
-/// Speed). Each
-/// element's sum runs in order over `depth`, added to `out` once every
-/// [`PRODUCT_DEPTH`] values (skipping a zero changes no sum while `w` is
-/// finite: a dense product's 0·∞ would be NaN), so that a row's result
-/// depends on neither the other rows given with it nor the threads. Needs
-/// `o` to be a multiple of [`column_block`].
+/// which took 15-30% off evaluation's time on a Zen 5 (README, Speed).
+/// Each element's sum runs in order over `depth`, added to `out` once
+/// every [`PRODUCT_DEPTH`] values (skipping a zero changes no sum while `w`
+/// is finite: a dense product's 0·∞ would be NaN), so that, where `w` is
+/// finite, a row's result depends on neither the other rows given with it
+/// nor the threads. Needs `o` to be a multiple of [`column_block`].
 pub(crate) fn accumulate_product(
     out: &mut [f32],
     x: &[f32],
@@ -771,8 +771,10 @@ const SPARSE_SLICES: usize = 8;
 /// forward product through the hidden layer, whose features are zero
 /// wherever ReLU (before the pooling) or dropout made them, about half of
 /// them. Each image's row takes only the rows of `w` its nonzero features
-/// pick (dropout makes the images' zeros unrelated, and tiles of several
-/// images measured slower), so this does about half of a dense product's
+/// pick (dropout makes the images' zeros unrelated; tiles of several
+/// images, each image's nonzeros taken in turn, measured slower; tiles over
+/// the union of their images' nonzeros, as inference's, are untried here),
+/// so this does about half of a dense product's
 /// multiply-adds: on a Zen 5 it took 20% off gemm's time on AVX-512 and
 /// half of it on AVX2 (`kernels` A/B in the step, README, Speed). The
 /// depth is cut into [`SPARSE_SLICES`] slices taken in parallel, each
@@ -854,8 +856,9 @@ fn sparse_product_on(
 /// skipped are zero, and those kept for another row's sake add exact
 /// zeros, so where `w` is finite the sums are a dense product's and a
 /// row's do not depend on the rows beside it. Columns past the last whole
-/// tile (none for the hidden layer's 128 but on AVX2 and the portable
-/// vector in training's tiles), a vector at a time.
+/// tile, a vector at a time (never at the hidden layer's 128 columns; only
+/// in training's tiles on AVX2 and the portable vector, at widths of an odd
+/// number of column blocks).
 #[inline(always)]
 unsafe fn accumulate_generic<V: Vector, const R: usize, const C: usize>(a: Accumulate) {
     const { assert!(PRODUCT_DEPTH <= 64, "a block's inputs fit a u64") };
@@ -869,7 +872,7 @@ unsafe fn accumulate_generic<V: Vector, const R: usize, const C: usize>(a: Accum
             // way into the cache (L1 as far as it fits beside this block)
             // when this block is done: 2.6-5.6% off evaluation on a Zen 5, on
             // AVX-512 and AVX2 alike (best, median and mean of alternate
-            // batches), 15-20% off training's product.
+            // batches), 13-17% off training's product.
             let next = start + depth;
             let next_depth = PRODUCT_DEPTH.min(a.depth - next);
             let mut row = 0;
@@ -1402,34 +1405,40 @@ mod tests {
         }
     }
 
-    /// Inputs mostly zero, as after ReLU and dropout, with a row and a
-    /// whole block of depth (64..128) of nothing but zeros.
+    /// Depths at which [`sparse_inputs`] are zero in every row: a band
+    /// aligned neither to a block of [`PRODUCT_DEPTH`] nor to a vector, so
+    /// that the blocks around it have nonzero inputs too.
+    const ZERO_BAND: std::ops::Range<usize> = 70..101;
+
+    /// Inputs mostly zero, as after ReLU and dropout, with a row and the
+    /// depths of [`ZERO_BAND`] of nothing but zeros.
     fn sparse_inputs(rows: usize, depth: usize, seed: usize) -> Vec<f32> {
         let mut x = values(rows * depth, seed);
         for (i, v) in x.iter_mut().enumerate() {
             let (row, d) = (i / depth, i % depth);
-            if *v < 0.1 || row == 2 || (64..128).contains(&d) {
+            if *v < 0.1 || row == 2 || ZERO_BAND.contains(&d) {
                 *v = 0.0;
             }
         }
         x
     }
 
-    /// `w` with rows 64..128 infinite, where [`sparse_inputs`] are all
-    /// zero: a product that took them would be NaN.
+    /// `w` with the rows of [`ZERO_BAND`] infinite, where
+    /// [`sparse_inputs`] are all zero: a product that took them would be
+    /// NaN.
     fn infinite_where_zero(w: &[f32], o: usize) -> Vec<f32> {
         let mut w = w.to_vec();
         w.iter_mut()
-            .skip(64 * o)
-            .take(64 * o)
+            .skip(ZERO_BAND.start * o)
+            .take(ZERO_BAND.len() * o)
             .for_each(|v| *v = f32::INFINITY);
         w
     }
 
-    /// The bits the products promise for one element: `init` plus, block
-    /// of [`PRODUCT_DEPTH`] by block over `depths` (whole blocks from its
-    /// start), the block's sum over its nonzero inputs in order, fused
-    /// where `isa`'s multiply-add is.
+    /// The bits the products promise for one element, those of a dense
+    /// product: `init` plus, block of [`PRODUCT_DEPTH`] by block over
+    /// `depths` (whole blocks from its start), the block's sum in order,
+    /// fused where `isa`'s multiply-add is.
     fn blocked_sum(
         isa: Isa,
         init: f32,
@@ -1443,13 +1452,11 @@ mod tests {
             let mut acc = 0.0f32;
             for d in start..(start + PRODUCT_DEPTH).min(depths.end) {
                 let (x, w) = (x(d), w(d));
-                if x != 0.0 {
-                    acc = if fused {
-                        x.mul_add(w, acc)
-                    } else {
-                        x * w + acc
-                    };
-                }
+                acc = if fused {
+                    x.mul_add(w, acc)
+                } else {
+                    x * w + acc
+                };
             }
             total += acc;
         }
@@ -1489,7 +1496,7 @@ mod tests {
                             blocked_sum(isa, start[e], x, |d| w[d * o + c], 0..depth)
                         })
                         .collect();
-                    assert_eq!(out, bits, "{what}: the sums in order of depth");
+                    assert_eq!(out, bits, "{what}: a dense sum's bits");
 
                     // Each row alone gives the same bits as with the others,
                     // and a NaN input is not skipped.
@@ -1514,7 +1521,10 @@ mod tests {
     #[test]
     fn sparse_products_skip_only_zeros_and_each_row_stands_alone() {
         for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
-            let mut widths = vec![column_block(isa), 128];
+            // Three column blocks: on AVX2 and the portable vector, whole
+            // tiles and then a remainder.
+            let mut widths = vec![column_block(isa), 3 * column_block(isa), 128];
+            widths.sort();
             widths.dedup();
             for o in widths {
                 for (rows, depth) in SHAPES.into_iter().chain([(32, 20_000), (0, 5), (4, 0)]) {
@@ -1544,7 +1554,7 @@ mod tests {
                             })
                         })
                         .collect();
-                    assert_eq!(out, bits, "{what}: the slices' sums in order");
+                    assert_eq!(out, bits, "{what}: the slices' dense sums");
 
                     if rows > 0 && depth > 0 {
                         // A row alone gives the same bits, and a NaN input

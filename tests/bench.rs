@@ -40,15 +40,17 @@ fn bench_measures_the_peak_and_states_each_rate_against_it() {
     assert!(close(number(&v, "eval_gflops"), eval), "{v}");
     let floor = 32.0 * 1000.0 / number(&v, "floor_ms") * 16_146_432.0 / 1e9;
     assert!(close(number(&v, "floor_gflops"), floor), "{v}");
-    // Nothing computes faster than the machine can (a margin for the
-    // noise of a shared machine between the two measurements), counting
-    // the dense products' operations: training's kernels skip the zero
-    // features of a third of them, evaluation's of nearly all (where at
-    // least a third of the features are not zero).
+    // Nothing computes faster than the machine can (a margin of 1.5 for
+    // the noise of a shared machine between the two measurements), with
+    // the rates counting the dense network's operations: the hidden
+    // layer's forward product, a third of training's operations and
+    // nearly all of evaluation's, skips the zero features, and at least a
+    // third of them are not zero, so training's and the floor's rates are
+    // at most about 1.3 times the work done and evaluation's 3 times.
     for (key, bound) in [
-        ("train_gflops", 1.5),
-        ("eval_gflops", 4.5),
-        ("floor_gflops", 1.5),
+        ("train_gflops", 1.5 * 1.3),
+        ("eval_gflops", 1.5 * 3.0),
+        ("floor_gflops", 1.5 * 1.3),
     ] {
         assert!(number(&v, key) < bound * peak, "{key}: {v}");
     }
