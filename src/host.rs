@@ -330,12 +330,12 @@ impl HostNet {
     /// that row of every image's features (800 values each) and multiplies
     /// them by their 800 rows of `W1` while they are in cache
     /// ([`kernels::accumulate_product`], which skips the zeros), into its
-    /// own partial sums, which
-    /// are then added in row order. The features never go to memory (a
-    /// batch of 128 has 10 MB of them), each row of `W1` is read once per
-    /// batch, and each image's sums run in the same order whatever its
-    /// batch or the threads (giving the same bits where `W1` is finite). (The price: each conv row is computed twice,
-    /// once for each pooled row it feeds.) With `features`, each image's
+    /// own partial sums, which are then added in row order. The features
+    /// never go to memory (a batch of 128 has 10 MB of them), each row of
+    /// `W1` is read once per batch, and each image's sums run in the same
+    /// order whatever its batch or the threads (giving the same bits where
+    /// `W1` is finite). (The price: each conv row is computed twice, once
+    /// for each pooled row it feeds.) With `features`, each image's
     /// features are also copied there (`[n, FEATURES]`), for `explain`.
     fn infer_hidden(&mut self, input: &Input, features: Option<&mut [f32]>) {
         use rayon::prelude::*;

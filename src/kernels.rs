@@ -1088,19 +1088,32 @@ unsafe fn tile_sums<V: Vector, const R: usize, const C: usize>(t: &Tile) -> [[V;
     unsafe {
         let mut acc = [[V::splat(0.0); C]; R];
         for d in 0..t.depth {
-            let mut b = [V::splat(0.0); R];
-            for (r, b) in b.iter_mut().enumerate() {
-                *b = V::splat(*t.left.add(r * t.left_row + d * t.left_step));
-            }
-            let row = t.right.add(d * t.right_stride);
-            for c in 0..C {
-                let right = V::load(row.add(c * V::LANES));
-                for (acc, b) in acc.iter_mut().zip(&b) {
-                    acc[c] = b.mul_add(right, acc[c]);
-                }
-            }
+            tile_step(t, d, &mut acc);
         }
         acc
+    }
+}
+
+/// Step `d` of a tile's sums: `acc[r][..] += left[r][d]·right[d][..]` for
+/// its `R` rows and `C` vectors of columns.
+#[inline(always)]
+unsafe fn tile_step<V: Vector, const R: usize, const C: usize>(
+    t: &Tile,
+    d: usize,
+    acc: &mut [[V; C]; R],
+) {
+    unsafe {
+        let mut b = [V::splat(0.0); R];
+        for (r, b) in b.iter_mut().enumerate() {
+            *b = V::splat(*t.left.add(r * t.left_row + d * t.left_step));
+        }
+        let row = t.right.add(d * t.right_stride);
+        for c in 0..C {
+            let right = V::load(row.add(c * V::LANES));
+            for (acc, b) in acc.iter_mut().zip(&b) {
+                acc[c] = b.mul_add(right, acc[c]);
+            }
+        }
     }
 }
 
@@ -1133,17 +1146,7 @@ unsafe fn accumulate_tile<V: Vector, const R: usize, const C: usize>((t, nonzero
         while left != 0 {
             let d = left.trailing_zeros() as usize;
             left &= left - 1;
-            let mut b = [V::splat(0.0); R];
-            for (r, b) in b.iter_mut().enumerate() {
-                *b = V::splat(*t.left.add(r * t.left_row + d * t.left_step));
-            }
-            let row = t.right.add(d * t.right_stride);
-            for c in 0..C {
-                let right = V::load(row.add(c * V::LANES));
-                for (acc, b) in acc.iter_mut().zip(&b) {
-                    acc[c] = b.mul_add(right, acc[c]);
-                }
-            }
+            tile_step(&t, d, &mut acc);
         }
         for (r, acc) in acc.iter().enumerate() {
             for (c, acc) in acc.iter().enumerate() {
