@@ -374,6 +374,10 @@ pub fn infer_row(input: &Input, b: usize, y: usize, rows: &mut ConvRows, out: &m
 #[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+fma")))]
 pub fn infer_row_after(input: &Input, b: usize, y: usize, rows: &mut ConvRows, out: &mut [f32]) {
     assert_eq!(out.len(), (input.w - SHRINK) * FILTERS, "one output row");
+    debug_assert!(
+        y > 0 && rows[0].len() == input.conv_width(),
+        "conv row y carried"
+    );
     input.convolve_row(b, y + 1, &mut rows[1]);
     pool_row(input, rows, None, out, None);
 }

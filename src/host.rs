@@ -363,7 +363,7 @@ impl HostNet {
                 });
             }
             None => {
-                let runs = (2 * rayon::current_num_threads()).clamp(1, POOL_SIDE);
+                let runs = (2 * rayon::current_num_threads()).min(POOL_SIDE);
                 let mut tasks = Vec::with_capacity(runs);
                 let mut rest = &mut partials[..];
                 for run in 0..runs {
@@ -501,15 +501,15 @@ fn run_product(
     let first = rows.start;
     for (y, partial) in rows.zip(partials.chunks_exact_mut(n * HIDDEN)) {
         for (b, out) in pooled.chunks_exact_mut(ROW).enumerate() {
-            let carried = &mut carried[b];
-            carried.resize(width, [0.0; FILTERS]);
+            let lower = &mut carried[b];
+            lower.resize(width, [0.0; FILTERS]);
             if y == first {
                 block::infer_row(input, b, y, conv, out);
             } else {
-                std::mem::swap(&mut conv[0], carried);
+                std::mem::swap(&mut conv[0], lower);
                 block::infer_row_after(input, b, y, conv, out);
             }
-            std::mem::swap(&mut conv[1], carried);
+            std::mem::swap(&mut conv[1], lower);
         }
         if let Some(features) = features.as_deref_mut() {
             for (b, row) in pooled.chunks_exact(ROW).enumerate() {
