@@ -352,21 +352,15 @@ fn forward_image(
 /// [`infer_into`] gives. For the host's inference, which multiplies each row
 /// of features by the hidden layer while it is in cache: this starts a run
 /// of rows, [`infer_row_after`] goes on with it.
-#[cfg_attr(
-    feature = "avx512",
-    multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))
-)]
-#[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+fma")))]
 pub fn infer_row(input: &Input, b: usize, y: usize, rows: &mut ConvRows, out: &mut [f32]) {
-    assert_eq!(out.len(), (input.w - SHRINK) * FILTERS, "one output row");
     input.convolve_row(b, y, &mut rows[0]);
-    input.convolve_row(b, y + 1, &mut rows[1]);
-    pool_row(input, rows, None, out, None);
+    infer_row_after(input, b, y, rows, out);
 }
 
-/// [`infer_row`] where `rows[0]` already holds conv row `y`, the lower one
-/// of output row `y - 1`: only conv row `y + 1` is computed, so that a run
-/// of output rows convolves each row once (the same numbers).
+/// [`infer_row`] where `rows[0]` already holds conv row `y` (the lower one
+/// of output row `y - 1`, or [`infer_row`]'s own): only conv row `y + 1` is
+/// computed, so that a run of output rows convolves each row once (the
+/// same numbers).
 #[cfg_attr(
     feature = "avx512",
     multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))
@@ -374,10 +368,7 @@ pub fn infer_row(input: &Input, b: usize, y: usize, rows: &mut ConvRows, out: &m
 #[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+fma")))]
 pub fn infer_row_after(input: &Input, b: usize, y: usize, rows: &mut ConvRows, out: &mut [f32]) {
     assert_eq!(out.len(), (input.w - SHRINK) * FILTERS, "one output row");
-    debug_assert!(
-        y > 0 && rows[0].len() == input.conv_width(),
-        "conv row y carried"
-    );
+    debug_assert_eq!(rows[0].len(), input.conv_width(), "conv row y carried");
     input.convolve_row(b, y + 1, &mut rows[1]);
     pool_row(input, rows, None, out, None);
 }

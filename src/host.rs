@@ -497,12 +497,14 @@ fn run_product(
         row.resize(width, [0.0; FILTERS]);
     }
     carried.resize_with(n.max(carried.len()), Vec::new);
+    for lower in &mut carried[..n] {
+        lower.resize(width, [0.0; FILTERS]);
+    }
     pooled.resize(n * ROW, 0.0);
     let first = rows.start;
     for (y, partial) in rows.zip(partials.chunks_exact_mut(n * HIDDEN)) {
         for (b, out) in pooled.chunks_exact_mut(ROW).enumerate() {
             let lower = &mut carried[b];
-            lower.resize(width, [0.0; FILTERS]);
             if y == first {
                 block::infer_row(input, b, y, conv, out);
             } else {
