@@ -297,14 +297,21 @@ impl HostNet {
     }
 
     /// Logits `[n, CLASSES]` for the images at `indices`, without dropout.
+    ///
+    /// The images are taken in another order, [`similar_groups`], which
+    /// changes no image's numbers: each row of the product sums alone
+    /// ([`kernels::accumulate_product`]).
     pub fn logits(&mut self, images: &Images, indices: &[usize]) -> Vec<f32> {
-        let input = self.input(images, indices);
+        let order = similar_groups(images, indices, kernels::product_rows());
+        let ordered: Vec<usize> = order.iter().map(|&i| indices[i]).collect();
+        let input = self.input(images, &ordered);
         self.infer_hidden(&input, None);
         self.images = input.images;
-        self.hidden
-            .chunks_exact(HIDDEN)
-            .flat_map(|h_row| self.logits_row(h_row))
-            .collect()
+        let mut logits = vec![0.0; indices.len() * CLASSES];
+        for (h_row, &i) in self.hidden.chunks_exact(HIDDEN).zip(&order) {
+            logits[i * CLASSES..(i + 1) * CLASSES].copy_from_slice(&self.logits_row(h_row));
+        }
+        logits
     }
 
     /// The layers of one image (784 values in [0, 1]) by the very calls
@@ -473,6 +480,73 @@ impl HostNet {
     }
 }
 
+/// Positions of a batch's images (`indices`) taken in groups of `size`
+/// whose ink lies in about the same places, and so their zero features
+/// too: each tile of the inference product takes `size` images and every
+/// feature that one of them has nonzero, so unrelated digits side by side
+/// compute their partner's features for nothing. Greedy, within windows
+/// of [`GROUPING_WINDOW`] positions: a group starts with the first image
+/// left and takes, one by one, the one whose ink cells differ least from
+/// the group's. On the 10,000 test images (batches of 128, the seed-42
+/// model, pairs), the features computed for nothing fell from 25% of
+/// those needed to 14%.
+fn similar_groups(images: &Images, indices: &[usize], size: usize) -> Vec<usize> {
+    let ink: Vec<InkCells> = indices
+        .iter()
+        .map(|&i| ink_cells(images.image(i)))
+        .collect();
+    let mut order = Vec::with_capacity(indices.len());
+    for start in (0..indices.len()).step_by(GROUPING_WINDOW) {
+        let end = (start + GROUPING_WINDOW).min(indices.len());
+        let mut left: Vec<usize> = (start..end).collect();
+        while !left.is_empty() {
+            let first = left.remove(0);
+            let mut union = ink[first];
+            order.push(first);
+            for _ in 1..size.min(left.len() + 1) {
+                let differing = |i: &usize| -> u32 {
+                    union
+                        .iter()
+                        .zip(&ink[*i])
+                        .map(|(a, b)| (a ^ b).count_ones())
+                        .sum()
+                };
+                let (at, _) = left
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, i)| differing(i))
+                    .expect("images left");
+                let next = left.remove(at);
+                union.iter_mut().zip(&ink[next]).for_each(|(u, b)| *u |= b);
+                order.push(next);
+            }
+        }
+    }
+    order
+}
+
+/// Positions [`similar_groups`] compares each image with: 128, a default
+/// evaluation batch, at about 64 difference counts per image (a few
+/// microseconds), and a bound on that cost for larger batches.
+const GROUPING_WINDOW: usize = 128;
+
+/// An image's 14 × 14 cells of 2 × 2 pixels, a bit set where one pixel is
+/// brighter than a quarter of full scale. (Cells of 1 × 1 pixels paired as
+/// well; of 4 × 4 and 7 × 7, less well.)
+type InkCells = [u64; 4];
+
+fn ink_cells(pixels: &[u8]) -> InkCells {
+    const CELLS: usize = SIDE / 2;
+    let mut cells = [0u64; 4];
+    for (p, &v) in pixels.iter().enumerate() {
+        if v > 64 {
+            let cell = (p / SIDE / 2) * CELLS + (p % SIDE) / 2;
+            cells[cell / 64] |= 1 << (cell % 64);
+        }
+    }
+    cells
+}
+
 /// One run of [`HostNet::infer_hidden`]: for each pooled row `y` of
 /// `rows` in turn, that row of every image's features into
 /// `scratch.pooled` (`[n, ROW]`) and, with `features`, into each image's
@@ -545,6 +619,46 @@ mod tests {
             })
             .collect();
         parse_images(encode_images(&pixels), "test").unwrap()
+    }
+
+    #[test]
+    fn similar_images_are_grouped_in_a_permutation_of_the_batch() {
+        // 40 distinct images, each twice, shuffled: pairs are the twins.
+        let distinct = images(40);
+        let mut rng = SmallRng::seed_from_u64(4);
+        let mut twins: Vec<usize> = (0..80).map(|i| i / 2).collect();
+        for i in (1..twins.len()).rev() {
+            twins.swap(i, rng.random_range(0..=i));
+        }
+        let order = similar_groups(&distinct, &twins, 2);
+        let mut sorted = order.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..80).collect::<Vec<_>>(), "not a permutation");
+        for pair in order.chunks_exact(2) {
+            assert_eq!(twins[pair[0]], twins[pair[1]], "{pair:?} are not twins");
+        }
+        // Any group size and batch, more than one window too; each window
+        // keeps its own positions.
+        let many = images(300);
+        for (n, size) in [(0, 2), (1, 3), (7, 3), (300, 1), (300, 2), (300, 3)] {
+            let indices: Vec<usize> = (0..n).rev().collect();
+            let order = similar_groups(&many, &indices, size);
+            assert_eq!(order.len(), n);
+            for (window, positions) in order.chunks(GROUPING_WINDOW).enumerate() {
+                let mut positions = positions.to_vec();
+                positions.sort();
+                let start = window * GROUPING_WINDOW;
+                assert_eq!(
+                    positions,
+                    (start..start + positions.len()).collect::<Vec<_>>()
+                );
+            }
+        }
+        assert_eq!(
+            similar_groups(&many, &[5, 9, 2], 1),
+            [0, 1, 2],
+            "size 1 reorders"
+        );
     }
 
     #[test]

@@ -403,6 +403,20 @@ impl Shared {
     }
 }
 
+/// How many rows of `x` each tile of [`accumulate_product`] takes on the
+/// kernels in use: a tile computes every step that one of its rows has a
+/// nonzero input at, so rows with zeros in the same places, given side by
+/// side, waste less (see `HostNet::logits`).
+pub(crate) fn product_rows() -> usize {
+    match isa() {
+        #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
+        Isa::Avx512 => avx512::PRODUCT_ROWS,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => avx2::PRODUCT_ROWS,
+        _ => portable::PRODUCT_ROWS,
+    }
+}
+
 /// The operands of [`backward_block`]: one block of `rows` rows of `w`,
 /// from row `first`.
 #[derive(Clone, Copy)]
@@ -456,6 +470,9 @@ macro_rules! instruction_set {
             pub(super) unsafe fn training(a: Accumulate) {
                 unsafe { accumulate_generic::<$v, { $t.0 }, { $t.1 }>(a) }
             }
+
+            /// Images in each tile of [`accumulate_product`].
+            pub(super) const PRODUCT_ROWS: usize = $p.0;
 
             $(#[$attr])*
             pub(super) unsafe fn peak(iterations: usize) -> f32 {
