@@ -19,8 +19,8 @@
 //! columns, a tile taking each row of `W` that any of its images needs
 //! (zeros for the others add nothing). Inference multiplies the features a
 //! slice at a time as they are made, while in cache, in tiles of 2-3
-//! images, whose zeros mostly coincide (the background of the digits;
-//! [`accumulate_product`]). Training takes one image at a time, since
+//! images, whose zeros mostly coincide (the background of the digits; the
+//! caller gives images of similar ink side by side; [`accumulate_product`]). Training takes one image at a time, since
 //! dropout makes the images' zeros unrelated, and cuts the depth into
 //! slices for the threads ([`sparse_product`]). The
 //! convolution ([`conv_row`]) takes several
