@@ -299,8 +299,8 @@ impl HostNet {
     /// Logits `[n, CLASSES]` for the images at `indices`, without dropout.
     ///
     /// The images are taken in another order, [`similar_groups`], which
-    /// changes no image's numbers: each row of the product sums alone
-    /// ([`kernels::accumulate_product`]).
+    /// changes no image's numbers where `W1` is finite: each row of the
+    /// product sums alone ([`kernels::accumulate_product`]).
     pub fn logits(&mut self, images: &Images, indices: &[usize]) -> Vec<f32> {
         let order = similar_groups(images, indices, kernels::product_rows());
         let ordered: Vec<usize> = order.iter().map(|&i| indices[i]).collect();
@@ -485,7 +485,8 @@ impl HostNet {
 /// too: each tile of the inference product takes `size` images and every
 /// feature that one of them has nonzero, so unrelated digits side by side
 /// compute their partner's features for nothing. Greedy, within windows
-/// of [`GROUPING_WINDOW`] positions: a group starts with the first image
+/// of about [`GROUPING_WINDOW`] positions (a whole number of groups, so
+/// that the groups stay in step with the tiles): a group starts with the first image
 /// left and takes, one by one, the one whose ink cells differ least from
 /// the group's. On the 10,000 test images (batches of 128, the seed-42
 /// model, pairs), the features computed for nothing fell from 25% of
@@ -496,8 +497,9 @@ fn similar_groups(images: &Images, indices: &[usize], size: usize) -> Vec<usize>
         .map(|&i| ink_cells(images.image(i)))
         .collect();
     let mut order = Vec::with_capacity(indices.len());
-    for start in (0..indices.len()).step_by(GROUPING_WINDOW) {
-        let end = (start + GROUPING_WINDOW).min(indices.len());
+    let window = grouping_window(size);
+    for start in (0..indices.len()).step_by(window) {
+        let end = (start + window).min(indices.len());
         let mut left: Vec<usize> = (start..end).collect();
         while !left.is_empty() {
             let first = left.remove(0);
@@ -526,9 +528,16 @@ fn similar_groups(images: &Images, indices: &[usize], size: usize) -> Vec<usize>
 }
 
 /// Positions [`similar_groups`] compares each image with: 128, a default
-/// evaluation batch, at about 64 difference counts per image (a few
-/// microseconds), and a bound on that cost for larger batches.
+/// evaluation batch, at about 4,000 comparisons of 256 bits a window
+/// (under 1% of a batch's time), and a bound on that cost for larger
+/// batches.
 const GROUPING_WINDOW: usize = 128;
+
+/// [`GROUPING_WINDOW`] cut to whole groups of `size`.
+fn grouping_window(size: usize) -> usize {
+    let size = size.max(1);
+    GROUPING_WINDOW - GROUPING_WINDOW % size
+}
 
 /// An image's 14 × 14 cells of 2 × 2 pixels, a bit set where one pixel is
 /// brighter than a quarter of full scale. (Cells of 1 × 1 pixels paired as
@@ -644,10 +653,15 @@ mod tests {
             let indices: Vec<usize> = (0..n).rev().collect();
             let order = similar_groups(&many, &indices, size);
             assert_eq!(order.len(), n);
-            for (window, positions) in order.chunks(GROUPING_WINDOW).enumerate() {
+            // Whole groups a window (126 for groups of 3), so that groups
+            // keep in step with the product's tiles.
+            let window = grouping_window(size);
+            assert_eq!(window % size, 0);
+            assert!(window > GROUPING_WINDOW - size, "{window}");
+            for (w, positions) in order.chunks(window).enumerate() {
                 let mut positions = positions.to_vec();
                 positions.sort();
-                let start = window * GROUPING_WINDOW;
+                let start = w * window;
                 assert_eq!(
                     positions,
                     (start..start + positions.len()).collect::<Vec<_>>()
@@ -665,7 +679,7 @@ mod tests {
     fn inference_is_burns_forward_pass_whatever_the_batch_and_threads() {
         let device = crate::backend::host_device();
         let model = Cnn::new(&device, &mut SmallRng::seed_from_u64(3));
-        let images = images(70);
+        let images = images(140);
         let all: Vec<usize> = (0..images.len()).collect();
         let run = |threads: usize, batch: usize| {
             let pool = rayon::ThreadPoolBuilder::new()
@@ -679,17 +693,18 @@ mod tests {
                     .collect::<Vec<f32>>()
             })
         };
-        let logits = run(2, 70);
+        let logits = run(2, 140);
         let burn = values(model.forward(&Batch::new(&images, &all, &device), None));
         assert!(burn.iter().any(|&v| v.abs() > 1e-2), "degenerate logits");
         assert_close(&logits, &burn, "logits against Burn's forward pass");
-        assert!(logits == run(1, 70), "one thread gives other bits");
+        assert!(logits == run(1, 140), "one thread gives other bits");
+        assert!(logits == run(2, 70), "batches of 70 give other bits");
         assert!(
             logits == run(3, 7),
             "three threads and batches of 7 give other bits"
         );
         // 13 threads: 25 runs of one pooled row each, none carrying a conv row.
-        assert!(logits == run(13, 70), "runs of one row give other bits");
+        assert!(logits == run(13, 140), "runs of one row give other bits");
 
         // `explain`'s layers are the same numbers, image by image.
         let mut net = HostNet::for_inference(&model);

@@ -20,7 +20,8 @@
 //! (zeros for the others add nothing). Inference multiplies the features a
 //! slice at a time as they are made, while in cache, in tiles of 2-3
 //! images, whose zeros mostly coincide (the background of the digits; the
-//! caller gives images of similar ink side by side; [`accumulate_product`]). Training takes one image at a time, since
+//! caller gives images of similar ink side by side;
+//! [`accumulate_product`]). Training takes one image at a time, since
 //! dropout makes the images' zeros unrelated, and cuts the depth into
 //! slices for the threads ([`sparse_product`]). The
 //! convolution ([`conv_row`]) takes several
@@ -745,8 +746,10 @@ struct Accumulate {
 /// makes the features a pooled row at a time, so that they are multiplied
 /// while still in cache). A tile of a few rows takes each row of `w` that
 /// one of them needs: at evaluation 54% of a trained network's features
-/// are zero, and 42% (36%) are zero in all of a tile's two (three) images,
-/// which took 15-30% off evaluation's time on a Zen 5 (README, Speed).
+/// are zero, and 42% (36%) are zero in all of a tile's two (three) images
+/// taken in batch order, which took 15-30% off evaluation's time on a
+/// Zen 5 (README, Speed); 47% of two taken by similar ink, as the host's
+/// inference gives them.
 /// Each element's sum runs in order over `depth`, added to `out` once
 /// every [`PRODUCT_DEPTH`] values (skipping a zero changes no sum while `w`
 /// is finite: a dense product's 0·∞ would be NaN), so that, where `w` is
