@@ -613,7 +613,7 @@ mod tests {
     use crate::idx::{PIXELS, encode_images, parse_images};
     use crate::model::Batch;
     use crate::test_util::{assert_close, values};
-    use rand::{Rng, SeedableRng, rngs::SmallRng};
+    use rand::{Rng, SeedableRng, rngs::SmallRng, seq::SliceRandom};
 
     /// Digit-like images: random strokes of bright pixels on black.
     fn images(n: usize) -> Images {
@@ -636,9 +636,7 @@ mod tests {
         let distinct = images(40);
         let mut rng = SmallRng::seed_from_u64(4);
         let mut twins: Vec<usize> = (0..80).map(|i| i / 2).collect();
-        for i in (1..twins.len()).rev() {
-            twins.swap(i, rng.random_range(0..=i));
-        }
+        twins.shuffle(&mut rng);
         let order = similar_groups(&distinct, &twins, 2);
         let mut sorted = order.clone();
         sorted.sort();

@@ -404,20 +404,6 @@ impl Shared {
     }
 }
 
-/// How many rows of `x` each tile of [`accumulate_product`] takes on the
-/// kernels in use: a tile computes every step that one of its rows has a
-/// nonzero input at, so rows with zeros in the same places, given side by
-/// side, waste less (see `HostNet::logits`).
-pub(crate) fn product_rows() -> usize {
-    match isa() {
-        #[cfg(all(target_arch = "x86_64", feature = "avx512"))]
-        Isa::Avx512 => avx512::PRODUCT_ROWS,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => avx2::PRODUCT_ROWS,
-        _ => portable::PRODUCT_ROWS,
-    }
-}
-
 /// The operands of [`backward_block`]: one block of `rows` rows of `w`,
 /// from row `first`.
 #[derive(Clone, Copy)]
@@ -473,7 +459,9 @@ macro_rules! instruction_set {
             }
 
             /// Images in each tile of [`accumulate_product`].
-            pub(super) const PRODUCT_ROWS: usize = $p.0;
+            pub(super) fn product_rows() -> usize {
+                $p.0
+            }
 
             $(#[$attr])*
             pub(super) unsafe fn peak(iterations: usize) -> f32 {
@@ -528,6 +516,14 @@ macro_rules! on_isa {
             _ => portable::$kernel($($arg),*),
         }
     };
+}
+
+/// How many rows of `x` each tile of [`accumulate_product`] takes on the
+/// kernels in use: a tile computes every step that one of its rows has a
+/// nonzero input at, so rows with zeros in the same places, given side by
+/// side, waste less (see `HostNet::logits`).
+pub(crate) fn product_rows() -> usize {
+    on_isa!(isa(), product_rows())
 }
 
 /// Calls `$tile::<V, R, C>` with the rows left, `$rows` (at most the
