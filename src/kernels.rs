@@ -44,12 +44,13 @@ use crate::arch::{FILTERS, KERNEL, TAPS};
 /// L2 until it is copied out.
 const UPDATE_ROWS: usize = 512;
 
-/// The most images a row of `W` may have a nonzero input in for
-/// [`backward_and_update`] to take it alone, in one pass over its weights
-/// ([`sparse_row`]), rather than in a tile that multiplies every image.
-/// With AVX2 kernels this took 5-8% off a training epoch on a Zen 1 and 7%
-/// on a Xeon (8 was as fast as 12 or 16, or faster); with AVX-512's, whose
-/// tiles do more per load, it neither gained nor lost on that Xeon.
+/// The most images (of a batch of at most 64) a row of `W` may have a
+/// nonzero input in for [`backward_and_update`] to take it alone, in one
+/// pass over its weights ([`sparse_row`]), rather than in a tile that
+/// multiplies every image. With AVX2 kernels this took 5-8% off a training
+/// epoch on a Zen 1 and 7% on a Xeon (8 was as fast as 12 or 16, or
+/// faster); with AVX-512's, whose tiles do more per load, it neither gained
+/// nor lost on that Xeon (nor did 4).
 const SPARSE_IMAGES: usize = 8;
 
 /// Rows of `w` that [`accumulate_product`] takes at a time: 64 × 128
@@ -210,6 +211,7 @@ trait Vector: Copy {
     /// once per image and row of the backward pass's sparse rows).
     #[inline(always)]
     unsafe fn sum(self) -> f32 {
+        const { assert!(Self::LANES <= 16, "the lanes fit the buffer") };
         let mut lanes = [0.0f32; 16];
         unsafe { self.store(lanes.as_mut_ptr()) };
         lanes[..Self::LANES].iter().sum()
@@ -433,8 +435,9 @@ struct Backward {
     g: *const f32,
     dx: *mut f32,
     /// The block's input gradient, transposed (`rows × padded`), which its
-    /// tiles fill with whole vectors ([`live_rows`] zeroes the rows it
-    /// skips) before it is copied into `dx`.
+    /// tiles fill with whole vectors before it is copied into `dx`. Where
+    /// an input is zero its entry may be left from before (the skipped
+    /// rows', the one-row pass's other images'): the copy zeroes `dx` there.
     dxt: *mut f32,
     n: usize,
     padded: usize,
@@ -623,14 +626,15 @@ pub(crate) enum WeightGradient<'a> {
 /// of `dx`, because the callers' inputs are features that ReLU or dropout
 /// made zero there, and those pass no gradient back (6-7% off the step on
 /// a Zen 1; 5-13% of the features are zero in a whole batch of 32 while
-/// training). A row whose input is nonzero in at most [`SPARSE_IMAGES`]
-/// images (a fifth of the live rows early in training, nearly a third by
-/// its third epoch) is done alone, in
-/// one pass over its weights for just those images, which is why `dx`
-/// is zero where `x` is: that pass computes nothing for the others, and
-/// the tiles' values there are then zeroed to match. The weight update
-/// has the same bits either way (for finite `g`). Needs `o` to be a
-/// multiple of [`column_block`] (128 is, on every instruction set).
+/// training). In a batch of at most 64, a row whose input is nonzero in at
+/// most [`SPARSE_IMAGES`] images (a fifth of the live rows early in
+/// training, nearly a third by its third epoch) is done alone, in one pass
+/// over its weights for just those images, which is why `dx` is zero where
+/// `x` is: that pass computes nothing for the others, and the tiles'
+/// values there are then zeroed to match. The weight update has the same
+/// bits either way (for finite `g`, but for the sign of a zero: see
+/// [`sparse_row`]). Needs `o` to be a multiple of [`column_block`] (128
+/// is, on every instruction set).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_and_update(
     w: &mut [f32],
@@ -1161,13 +1165,13 @@ unsafe fn backward_generic<
 
 /// The rows of [`backward_generic`]'s block whose input is not zero in
 /// every image, in order: into `sparse` with the images it is not zero in,
-/// where those are at most [`SPARSE_IMAGES`] (of a batch of at most 64),
-/// else into `live`; returns how many of each. The others
-/// (5-13% of them while training, where ReLU or dropout zeroed a feature
-/// in the whole batch) have a weight gradient of zeros, which would leave
-/// their row of `w` as it is, and their input gradient goes back through
-/// features that are zero, which pass none back: they are skipped, their
-/// rows of `dxt` (and of the weight gradient, when it is stored) set to zero.
+/// where those are at most [`SPARSE_IMAGES`] (of a batch of at most 64,
+/// the images a mask holds), else into `live`; returns how many of each.
+/// The others (5-13% of them while training, where ReLU or dropout zeroed a
+/// feature in the whole batch) have a weight gradient of zeros, which would
+/// leave their row of `w` as it is, and their input gradient goes back
+/// through features that are zero, which pass none back: they are skipped
+/// (their rows of the weight gradient, when it is stored, set to zero).
 ///
 /// # Safety
 /// As [`backward_and_update`] says at its call.
@@ -1178,6 +1182,7 @@ unsafe fn live_rows<V: Vector>(
     sparse: &mut [(u32, u64); UPDATE_ROWS],
 ) -> (usize, usize) {
     let (mut count, mut sparse_count) = (0, 0);
+    let few_images = a.n <= 64;
     unsafe {
         for start in (0..a.rows).step_by(64) {
             let len = 64.min(a.rows - start);
@@ -1187,12 +1192,12 @@ unsafe fn live_rows<V: Vector>(
             for image in 0..a.n {
                 let mask = nonzero_mask::<V>(a.x.add(image * a.k + a.first + start), len);
                 if let Some(slot) = masks.get_mut(image) {
-                    *slot = mask;
+                    *slot = mask; // used only if few_images
                 }
                 any |= mask;
             }
             // Now bit i of row r's: its input in image i is not zero.
-            if a.n <= 64 {
+            if few_images {
                 transpose_bits(&mut masks);
             }
             let mut bits = any;
@@ -1200,7 +1205,7 @@ unsafe fn live_rows<V: Vector>(
                 let r = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let images = masks[r];
-                if a.n <= 64 && images.count_ones() as usize <= SPARSE_IMAGES {
+                if few_images && images.count_ones() as usize <= SPARSE_IMAGES {
                     sparse[sparse_count] = ((start + r) as u32, images);
                     sparse_count += 1;
                 } else {
@@ -1209,13 +1214,10 @@ unsafe fn live_rows<V: Vector>(
                 }
             }
             let mut dead = !any & (u64::MAX >> (64 - len));
-            while dead != 0 {
+            while !a.grad_w.is_null() && dead != 0 {
                 let r = start + dead.trailing_zeros() as usize;
                 dead &= dead - 1;
-                std::ptr::write_bytes(a.dxt.add(r * a.padded), 0, a.n);
-                if !a.grad_w.is_null() {
-                    std::ptr::write_bytes(a.grad_w.add(r * a.o), 0, a.o);
-                }
+                std::ptr::write_bytes(a.grad_w.add(r * a.o), 0, a.o);
             }
         }
     }
@@ -1245,10 +1247,12 @@ fn transpose_bits(m: &mut [u64; 64]) {
 /// Row `r` of the block, whose input is not zero in exactly the `P` images
 /// set in `images`, in one pass over its weights: its input gradient for
 /// those images, `dxt[r][i] = Σ_c w[r][c]·g[i][c]` from the weights as they
-/// were (each a vector's sums, then its lanes; zero for the other images),
-/// and its weight gradient `Σ_i x[i][r]·g[i][..]` over those images in
-/// order, applied with `lr` or stored: the same bits as [`update_tile`]
-/// gives, which adds the other images' zeros. Where a row's input is zero
+/// were (each a vector's sums, then its lanes; the other images' entries
+/// are left as they are), and its weight gradient `Σ_i x[i][r]·g[i][..]`
+/// over those images in order, applied with `lr` or stored: the same bits
+/// as [`update_tile`] gives, which adds the other images' zeros (but for
+/// the sign of a zero: a product under half the least subnormal rounds a
+/// fused sum to −0, which a later +0 of the tile's would make +0). Where a row's input is zero
 /// in all but a few images (while training, a fifth to a third of the
 /// live rows), this does those images' work alone, where a tile does every
 /// image's.
@@ -1293,7 +1297,6 @@ unsafe fn sparse_row<V: Vector, const P: usize>(
             }
         }
         let row = a.dxt.add(r * a.padded);
-        std::ptr::write_bytes(row, 0, a.n);
         for p in 0..P {
             *row.add(image[p]) = dot[p].sum();
         }
@@ -1773,7 +1776,7 @@ mod tests {
             let fused = isa != Isa::Portable || cfg!(target_arch = "aarch64");
             let fma = |a: f32, b: f32, c: f32| if fused { a.mul_add(b, c) } else { a * b + c };
             for o in [column_block(isa), 128] {
-                for (n, k) in [(32, 1100), (5, 600), (64, 700), (65, 600)] {
+                for (n, k) in [(32, 1100), (5, 600), (1, 600), (64, 700), (65, 600)] {
                     let what = format!("{} {n}×{k}×{o}", isa.name());
                     let live = |i: usize, t: usize| (i + 3 * t) % n < t % 13;
                     let x: Vec<f32> = values(n * k, 3)
@@ -1782,6 +1785,7 @@ mod tests {
                         .map(|(j, v)| match live(j / k, j % k) {
                             true if v == 0.0 => 0.5,
                             true => v,
+                            false if j % 3 == 0 => -0.0,
                             false => 0.0,
                         })
                         .collect();
@@ -1800,6 +1804,7 @@ mod tests {
                     let into = WeightGradient::Into(&mut grad);
                     backward_and_update_on(isa, &mut same, &x, &g, &mut dx2, n, k, o, into);
                     assert!(dx2 == dx, "{what}: another dx when the gradient is stored");
+                    assert!(same == w, "{what}: the gradient alone leaves w as it is");
                     for j in 0..k * o {
                         let (t, c) = (j / o, j % o);
                         let expected = if (0..n).any(|i| live(i, t)) {
@@ -1830,6 +1835,84 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// [`live_rows`] against the definition: a block of 500 rows (its last
+    /// 64-row mask short) starting at column 37 of `x`, rows whose input is
+    /// nonzero in 0 to 12 images (zeros of either sign), in batches of 1, 5,
+    /// 63, 64 and 65 (the last too many for the one-row pass): the rows in
+    /// none go nowhere (their stored gradient zeroed), those in at most
+    /// [`SPARSE_IMAGES`] to `sparse` with their images, the others to
+    /// `live`, each list in order.
+    #[test]
+    fn live_rows_sort_the_rows_by_their_images() {
+        let (k, first, rows, o) = (600, 37, 500, 16);
+        for n in [1, 5, 63, 64, 65] {
+            let live = |i: usize, t: usize| (i + 3 * t) % n < t % 13;
+            let x: Vec<f32> = (0..n * k)
+                .map(|j| match live(j / k, j % k) {
+                    true => 1.0 + (j % 7) as f32,
+                    false if j % 3 == 0 => -0.0,
+                    false => 0.0,
+                })
+                .collect();
+            let mut grad_w = vec![f32::NAN; rows * o];
+            let a = Backward {
+                w: std::ptr::null_mut(),
+                grad_w: grad_w.as_mut_ptr(),
+                x: x.as_ptr(),
+                gt: std::ptr::null(),
+                g: std::ptr::null(),
+                dx: std::ptr::null_mut(),
+                dxt: std::ptr::null_mut(),
+                n,
+                padded: n.next_multiple_of(32),
+                k,
+                o,
+                first,
+                rows,
+                lr: 0.0,
+            };
+            let (mut dense, mut sparse) = ([0u32; UPDATE_ROWS], [(0u32, 0u64); UPDATE_ROWS]);
+            // SAFETY: x is n × k with first + rows <= k, grad_w rows × o, and
+            // live_rows reads or writes nothing else.
+            let (count, sparse_count) =
+                unsafe { live_rows::<Portable>(&a, &mut dense, &mut sparse) };
+            let (mut expected_dense, mut expected_sparse) = (vec![], vec![]);
+            for r in 0..rows {
+                let images: u64 = (0..n)
+                    .filter(|&i| x[i * k + first + r] != 0.0)
+                    .map(|i| 1u64.checked_shl(i as u32).unwrap_or(0))
+                    .fold(0, |m, b| m | b);
+                let count = (0..n).filter(|&i| live(i, first + r)).count();
+                let dead = count == 0;
+                let gradient = &grad_w[r * o..(r + 1) * o];
+                assert!(
+                    gradient
+                        .iter()
+                        .all(|v| if dead { v.to_bits() == 0 } else { v.is_nan() }),
+                    "{n} images: row {r}'s stored gradient"
+                );
+                match count {
+                    0 => {}
+                    _ if n <= 64 && count <= SPARSE_IMAGES => {
+                        expected_sparse.push((r as u32, images))
+                    }
+                    _ => expected_dense.push(r as u32),
+                }
+            }
+            assert_eq!(
+                &dense[..count],
+                &expected_dense[..],
+                "{n} images: the tiles' rows"
+            );
+            assert_eq!(
+                &sparse[..sparse_count],
+                &expected_sparse[..],
+                "{n} images: one-row passes"
+            );
+            assert!(sparse_count > 0 || n > 64, "{n} images: some rows go alone");
         }
     }
 
