@@ -208,7 +208,8 @@ trait Vector: Copy {
         bits
     }
     /// The sum of the lanes, in order of lane (a dot product's last step,
-    /// once per image and row of the backward pass's sparse rows).
+    /// once per image and row of the backward pass's sparse rows; the
+    /// peak's check sum).
     #[inline(always)]
     unsafe fn sum(self) -> f32 {
         const { assert!(Self::LANES <= 16, "the lanes fit the buffer") };
@@ -1108,6 +1109,7 @@ unsafe fn backward_generic<
                 prefetch_rows::<V>(a.w, a.o, ahead as usize..ahead as usize + 1);
             }
             let r = r as usize;
+            const { assert!(SPARSE_IMAGES <= 8, "an arm below for every count") };
             match images.count_ones() {
                 1 => sparse_row::<V, 1>(&a, r, images, lr),
                 2 => sparse_row::<V, 2>(&a, r, images, lr),
@@ -1150,8 +1152,10 @@ unsafe fn backward_generic<
                 (start..end).for_each(|r| copy(image, r));
             }
         }
-        // Zero where the input is zero, as the sparse rows leave it (a
-        // select, which the compiler makes whole vectors of).
+        // Zero where the input is zero: there dxt holds the tiles' values,
+        // or, in the skipped rows and the one-row passes' other images,
+        // whatever it held before (a select, which the compiler makes whole
+        // vectors of).
         for image in 0..a.n {
             let at = image * a.k + a.first;
             let x = std::slice::from_raw_parts(a.x.add(at), a.rows);
@@ -1252,10 +1256,10 @@ fn transpose_bits(m: &mut [u64; 64]) {
 /// over those images in order, applied with `lr` or stored: the same bits
 /// as [`update_tile`] gives, which adds the other images' zeros (but for
 /// the sign of a zero: a product under half the least subnormal rounds a
-/// fused sum to −0, which a later +0 of the tile's would make +0). Where a row's input is zero
-/// in all but a few images (while training, a fifth to a third of the
-/// live rows), this does those images' work alone, where a tile does every
-/// image's.
+/// fused sum to −0, which a later +0 of the tile's would make +0). Where a
+/// row's input is zero in all but a few images (while training, a fifth
+/// to a third of the live rows), this does those images' work alone, where
+/// a tile does every image's.
 ///
 /// # Safety
 /// As [`backward_and_update`] says at its call; `images` has `P` bits
@@ -1544,11 +1548,9 @@ unsafe fn fma_loop<V: Vector>(iterations: usize) -> f32 {
                 *acc = acc.mul_add(a, b);
             }
         }
-        let mut lanes = [0.0f32; 16];
         let mut total = 0.0;
         for acc in acc {
-            acc.store(lanes.as_mut_ptr());
-            total += lanes[..V::LANES].iter().sum::<f32>();
+            total += acc.sum();
         }
         total
     }
@@ -1629,6 +1631,30 @@ mod tests {
     /// height or width, sums not a multiple of a chunk or of the slices.
     const SHAPES: [(usize, usize); 5] = [(1, 1), (5, 300), (32, 1100), (37, 2053), (128, 20)];
 
+    /// [`backward_and_update_on`] both ways, on copies of `w`: the gradient
+    /// applied with `lr` (the updated `w` and `dx`), then stored (the
+    /// gradient), which must leave `w` as it is and give the same `dx`.
+    fn both_ways(
+        isa: Isa,
+        w: &[f32],
+        x: &[f32],
+        g: &[f32],
+        (n, k, o): (usize, usize, usize),
+        lr: f32,
+        what: &str,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (mut updated, mut dx) = (w.to_vec(), vec![f32::NAN; n * k]);
+        let apply = WeightGradient::Apply { learning_rate: lr };
+        backward_and_update_on(isa, &mut updated, x, g, &mut dx, n, k, o, apply);
+        let (mut same, mut dx2) = (w.to_vec(), vec![f32::NAN; n * k]);
+        let mut grad = vec![f32::NAN; k * o];
+        let into = WeightGradient::Into(&mut grad);
+        backward_and_update_on(isa, &mut same, x, g, &mut dx2, n, k, o, into);
+        assert!(same == w, "{what}: the gradient alone leaves w as it is");
+        assert!(dx2 == dx, "{what}: the same input gradient either way");
+        (updated, dx, grad)
+    }
+
     #[test]
     fn backward_and_update_equal_the_definition_on_every_instruction_set() {
         for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
@@ -1651,20 +1677,10 @@ mod tests {
                         .map(|(&w, g)| w as f64 - lr * g)
                         .collect();
 
-                    let (mut updated, mut dx) = (w.clone(), vec![f32::NAN; n * k]);
-                    let apply = WeightGradient::Apply {
-                        learning_rate: lr as f32,
-                    };
-                    backward_and_update_on(isa, &mut updated, &x, &g, &mut dx, n, k, o, apply);
+                    let (updated, dx, grad) =
+                        both_ways(isa, &w, &x, &g, (n, k, o), lr as f32, &what);
                     assert_near(&dx, &expected_dx, &format!("{what} input gradient"));
                     assert_near(&updated, &expected_w, &format!("{what} update"));
-
-                    let (mut same, mut dx2) = (w.clone(), vec![f32::NAN; n * k]);
-                    let mut grad = vec![f32::NAN; k * o];
-                    let into = WeightGradient::Into(&mut grad);
-                    backward_and_update_on(isa, &mut same, &x, &g, &mut dx2, n, k, o, into);
-                    assert_eq!(same, w, "{what}: the gradient alone leaves w as it is");
-                    assert_eq!(dx2, dx, "{what}: the same input gradient either way");
                     assert_near(&grad, &gradient, &format!("{what} weight gradient"));
                 }
             }
@@ -1706,16 +1722,9 @@ mod tests {
                     let expected_dx =
                         reference(n, o, k, |i, c| g[i * o + c], |c, t| finite[t * o + c]);
                     let near = |got: f32, e: f64| (got as f64 - e).abs() <= 5e-4 * (1.0 + e.abs());
-                    let run = |w: &[f32]| {
-                        let (mut w, mut dx) = (w.to_vec(), vec![f32::NAN; n * k]);
-                        let apply = WeightGradient::Apply {
-                            learning_rate: 0.25,
-                        };
-                        backward_and_update_on(isa, &mut w, &x, &g, &mut dx, n, k, o, apply);
-                        (w, dx)
-                    };
-                    let (w_finite, dx_finite) = run(&finite);
-                    let (w_infinite, dx_infinite) = run(&infinite);
+                    let run = |w: &[f32]| both_ways(isa, w, &x, &g, (n, k, o), 0.25, &what);
+                    let (w_finite, dx_finite, _) = run(&finite);
+                    let (w_infinite, dx_infinite, grad) = run(&infinite);
                     for (j, &v) in dx_infinite.iter().enumerate() {
                         if x[j] == 0.0 {
                             assert_eq!(v.to_bits(), 0, "{what}: dx[{j}] of a zero input");
@@ -1740,15 +1749,6 @@ mod tests {
                             );
                         }
                     }
-
-                    let (mut same, mut dx) = (infinite.clone(), vec![f32::NAN; n * k]);
-                    let mut grad = vec![f32::NAN; k * o];
-                    let into = WeightGradient::Into(&mut grad);
-                    backward_and_update_on(isa, &mut same, &x, &g, &mut dx, n, k, o, into);
-                    assert!(
-                        dx == dx_infinite,
-                        "{what}: another dx when the gradient is stored"
-                    );
                     for (j, &v) in grad.iter().enumerate() {
                         if dead(j / o) {
                             assert_eq!(v.to_bits(), 0, "{what}: gradient[{j}] of a skipped row");
@@ -1760,6 +1760,12 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Whether image `i` of `n` has a nonzero input at row `t`, in the tests
+    /// of rows with few images: row `t` in `min(t % 13, n)` of them.
+    fn few_live(n: usize, i: usize, t: usize) -> bool {
+        (i + 3 * t) % n < t % 13
     }
 
     /// Rows of `w` whose input is nonzero in only a few images, 0 to 12 of
@@ -1778,7 +1784,7 @@ mod tests {
             for o in [column_block(isa), 128] {
                 for (n, k) in [(32, 1100), (5, 600), (1, 600), (64, 700), (65, 600)] {
                     let what = format!("{} {n}×{k}×{o}", isa.name());
-                    let live = |i: usize, t: usize| (i + 3 * t) % n < t % 13;
+                    let live = |i: usize, t: usize| few_live(n, i, t);
                     let x: Vec<f32> = values(n * k, 3)
                         .into_iter()
                         .enumerate()
@@ -1796,15 +1802,7 @@ mod tests {
                     };
                     let dx_expected = reference(n, o, k, |i, c| g[i * o + c], |c, t| w[t * o + c]);
 
-                    let (mut updated, mut dx) = (w.clone(), vec![f32::NAN; n * k]);
-                    let apply = WeightGradient::Apply { learning_rate: lr };
-                    backward_and_update_on(isa, &mut updated, &x, &g, &mut dx, n, k, o, apply);
-                    let mut grad = vec![f32::NAN; k * o];
-                    let (mut same, mut dx2) = (w.clone(), vec![f32::NAN; n * k]);
-                    let into = WeightGradient::Into(&mut grad);
-                    backward_and_update_on(isa, &mut same, &x, &g, &mut dx2, n, k, o, into);
-                    assert!(dx2 == dx, "{what}: another dx when the gradient is stored");
-                    assert!(same == w, "{what}: the gradient alone leaves w as it is");
+                    let (updated, dx, grad) = both_ways(isa, &w, &x, &g, (n, k, o), lr, &what);
                     for j in 0..k * o {
                         let (t, c) = (j / o, j % o);
                         let expected = if (0..n).any(|i| live(i, t)) {
@@ -1849,7 +1847,7 @@ mod tests {
     fn live_rows_sort_the_rows_by_their_images() {
         let (k, first, rows, o) = (600, 37, 500, 16);
         for n in [1, 5, 63, 64, 65] {
-            let live = |i: usize, t: usize| (i + 3 * t) % n < t % 13;
+            let live = |i: usize, t: usize| few_live(n, i, t);
             let x: Vec<f32> = (0..n * k)
                 .map(|j| match live(j / k, j % k) {
                     true => 1.0 + (j % 7) as f32,
