@@ -341,20 +341,36 @@ fn forward_image(
             .as_deref_mut()
             .map(|codes| &mut codes[y * row_len..(y + 1) * row_len]);
         input.convolve_row(b, y + 1, &mut rows[1]);
-        pool_row(input, rows, dropout.as_mut(), out_row, codes_row);
+        pool_row(
+            input,
+            rows,
+            dropout.as_mut(),
+            &[0.0; FILTERS],
+            out_row,
+            codes_row,
+        );
         rows.swap(0, 1);
     }
 }
 
 /// Output row `y` of image `b` for inference (no dropout, no codes) into
-/// `out` (`(w - 3) × FILTERS` values): both conv rows under it, each
-/// [`Input::conv_width`] long in `rows`, then the pool, the same numbers as
-/// [`infer_into`] gives. For the host's inference, which multiplies each row
-/// of features by the hidden layer while it is in cache: this starts a run
-/// of rows, [`infer_row_after`] goes on with it.
-pub fn infer_row(input: &Input, b: usize, y: usize, rows: &mut ConvRows, out: &mut [f32]) {
+/// `out` (`(w - 3) × FILTERS` values), less each filter's `level`: both
+/// conv rows under it, each [`Input::conv_width`] long in `rows`, then the
+/// pool, the numbers [`infer_into`] gives with one subtraction each. For
+/// the host's inference, which multiplies each row of features (their
+/// differences from their values without ink) by the hidden layer while
+/// it is in cache: this starts a run of rows, [`infer_row_after`] goes on
+/// with it.
+pub fn infer_row(
+    input: &Input,
+    b: usize,
+    y: usize,
+    level: &[f32; FILTERS],
+    rows: &mut ConvRows,
+    out: &mut [f32],
+) {
     input.convolve_row(b, y, &mut rows[0]);
-    infer_row_after(input, b, y, rows, out);
+    infer_row_after(input, b, y, level, rows, out);
 }
 
 /// [`infer_row`] where `rows[0]` already holds conv row `y` (the lower one
@@ -366,16 +382,23 @@ pub fn infer_row(input: &Input, b: usize, y: usize, rows: &mut ConvRows, out: &m
     multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma"))
 )]
 #[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+fma")))]
-pub fn infer_row_after(input: &Input, b: usize, y: usize, rows: &mut ConvRows, out: &mut [f32]) {
+pub fn infer_row_after(
+    input: &Input,
+    b: usize,
+    y: usize,
+    level: &[f32; FILTERS],
+    rows: &mut ConvRows,
+    out: &mut [f32],
+) {
     assert_eq!(out.len(), (input.w - SHRINK) * FILTERS, "one output row");
     debug_assert_eq!(rows[0].len(), input.conv_width(), "conv row y carried");
     input.convolve_row(b, y + 1, &mut rows[1]);
-    pool_row(input, rows, None, out, None);
+    pool_row(input, rows, None, level, out, None);
 }
 
 /// One output row from the conv rows above (`rows[0]`) and below it: the
-/// max of each 2×2 window, plus bias, ReLU and dropout, with the winning
-/// position's code where asked. The loops run over the 32 filters,
+/// max of each 2×2 window, plus bias, ReLU and dropout, less `level`, with
+/// the winning position's code where asked. The loops run over the 32 filters,
 /// contiguous in memory, with branch-free selects, inlined into functions
 /// compiled for AVX-512 and AVX2 as well as the baseline and picked at run
 /// time, so that they are vectorised wide. Ties go to the earliest window
@@ -385,6 +408,7 @@ fn pool_row(
     input: &Input,
     rows: &ConvRows,
     mut dropout: Option<&mut Dropout>,
+    level: &[f32; FILTERS],
     out_row: &mut [f32],
     mut codes: Option<&mut [u8]>,
 ) {
@@ -410,7 +434,7 @@ fn pool_row(
             };
             let v = best + input.bias[f];
             let live = v > 0.0 && keep[f] != 0.0;
-            out[f] = if live { v * keep[f] } else { 0.0 };
+            out[f] = if live { v * keep[f] } else { 0.0 } - level[f];
             code[f] = if live { won } else { DEAD };
         }
         if let Some(codes) = codes.as_deref_mut() {

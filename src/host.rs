@@ -21,7 +21,9 @@
 //! first block ([`crate::block`]) runs as it does under Burn. Inference
 //! makes the features a pooled row at a time and multiplies each row by
 //! its rows of `W` at once ([`HostNet::logits`]), so that they never go to
-//! memory, skipping the zeros there too.
+//! memory, skipping the zeros there too, of which it makes more: it
+//! multiplies each feature's difference from its value where the image is
+//! blank ([`Background`]).
 
 use std::time::{Duration, Instant};
 
@@ -143,6 +145,9 @@ pub struct HostNet {
     grad_w1: Vec<f32>,
     /// Inference's partial sums, one `[n, HIDDEN]` per row of features.
     partials: Vec<f32>,
+    /// The product of an image without ink with `W1` ([`Background`]), for
+    /// the weights as they stand: `None` once a step has changed them.
+    background: Option<Background>,
     /// Time per phase, summed over the steps taken.
     pub phases: Phases,
 }
@@ -169,6 +174,7 @@ impl HostNet {
             grad_features: Vec::new(),
             grad_w1: Vec::new(),
             partials: Vec::new(),
+            background: None,
             phases: Phases::default(),
         }
     }
@@ -196,6 +202,7 @@ impl HostNet {
     /// classified correctly (before the update).
     pub fn step(&mut self, data: &Examples, indices: &[usize], dropout_seed: u64) -> (f64, usize) {
         let n = indices.len();
+        self.background = None;
         self.update.begin_step();
         let mut clock = Instant::now();
         let mut lap = |phase: &mut Duration| {
@@ -337,10 +344,11 @@ impl HostNet {
 
     /// `hidden = relu(block(images)·W1 + b1)` without dropout, a pooled
     /// row of features at a time: each row makes that row of every image's
-    /// features (800 values each) and multiplies them by their 800 rows of
-    /// `W1` while they are in cache ([`kernels::accumulate_product`], which
+    /// features (800 values each), less their values without ink
+    /// ([`Background`]), and multiplies them by their 800 rows of `W1`
+    /// while they are in cache ([`kernels::accumulate_product`], which
     /// skips the zeros), into its own partial sums, which are then added in
-    /// row order. The features never go to memory (a batch of 128 has
+    /// row order to the background's own product. The features never go to memory (a batch of 128 has
     /// 10 MB of them), each row of `W1` is read once per batch, and each
     /// image's sums run in the same order whatever its batch or the threads
     /// (giving the same bits where `W1` is finite). The rows are taken in
@@ -361,12 +369,24 @@ impl HostNet {
         let partials = &mut self.partials;
         partials.resize(POOL_SIDE * n * HIDDEN, 0.0);
         let w1 = &self.w1;
+        let background = self
+            .background
+            .get_or_insert_with(|| Background::of(&self.conv_bias, w1));
+        let level = &background.level;
         match features {
             // For `explain`: one image, all its rows in one run.
             Some(features) => {
                 assert_eq!(features.len(), n * FEATURES, "features size");
                 ROW_SCRATCH.with_borrow_mut(|scratch| {
-                    run_product(input, w1, 0..POOL_SIDE, partials, scratch, Some(features))
+                    run_product(
+                        input,
+                        w1,
+                        level,
+                        0..POOL_SIDE,
+                        partials,
+                        scratch,
+                        Some(features),
+                    )
                 });
             }
             None => {
@@ -381,18 +401,19 @@ impl HostNet {
                 }
                 tasks.into_par_iter().for_each(|(rows, part)| {
                     ROW_SCRATCH.with_borrow_mut(|scratch| {
-                        run_product(input, w1, rows, part, scratch, None)
+                        run_product(input, w1, level, rows, part, scratch, None)
                     })
                 });
             }
         }
         let partials = &self.partials;
         let b1 = &self.b1;
+        let start = &background.hidden;
         hidden
             .par_chunks_mut(HIDDEN)
             .enumerate()
             .for_each(|(b, row)| {
-                row.fill(0.0);
+                row.copy_from_slice(start);
                 for y in 0..POOL_SIDE {
                     let part = &partials[(y * n + b) * HIDDEN..][..HIDDEN];
                     for (v, p) in row.iter_mut().zip(part) {
@@ -556,6 +577,40 @@ fn ink_cells(pixels: &[u8]) -> InkCells {
     cells
 }
 
+/// What every image has where it has no ink. A feature whose 4×4 window
+/// of pixels is all zero is its filter's bias through ReLU, the same
+/// number in every image (its `level`), and such windows are about half of
+/// a test image's (53% on the 10,000). Inference multiplies each feature's
+/// difference from its level instead, an exact zero there that the product
+/// skips, and starts each image's sum from the levels' own product with
+/// `W1` (`hidden`), made once per set of weights: on the seed-42 model the
+/// features to multiply fell from 46% of them to 34% (the filters whose
+/// bias is positive, 7 of 32 there, are nonzero in all the background).
+/// The sums run in another order than a plain product's, and still the
+/// same way for an image in any batch.
+struct Background {
+    /// `relu(conv bias)`, per filter.
+    level: [f32; FILTERS],
+    /// The levels times `W1`, `[HIDDEN]`, summed in order of feature.
+    hidden: Vec<f32>,
+}
+
+impl Background {
+    fn of(conv_bias: &[f32; FILTERS], w1: &[f32]) -> Self {
+        let level = conv_bias.map(|b| if b > 0.0 { b } else { 0.0 });
+        let mut hidden = vec![0.0f32; HIDDEN];
+        for (k, w_row) in w1.chunks_exact(HIDDEN).enumerate() {
+            let l = level[k % FILTERS];
+            if l != 0.0 {
+                for (h, &w) in hidden.iter_mut().zip(w_row) {
+                    *h += l * w;
+                }
+            }
+        }
+        Self { level, hidden }
+    }
+}
+
 /// One run of [`HostNet::infer_hidden`]: for each pooled row `y` of
 /// `rows` in turn, that row of every image's features into
 /// `scratch.pooled` (`[n, ROW]`) and, with `features`, into each image's
@@ -564,6 +619,7 @@ fn ink_cells(pixels: &[u8]) -> InkCells {
 fn run_product(
     input: &Input,
     w1: &[f32],
+    level: &[f32; FILTERS],
     rows: std::ops::Range<usize>,
     partials: &mut [f32],
     scratch: &mut RowScratch,
@@ -588,17 +644,27 @@ fn run_product(
     for (y, partial) in rows.zip(partials.chunks_exact_mut(n * HIDDEN)) {
         for (b, out) in pooled.chunks_exact_mut(ROW).enumerate() {
             let lower = &mut carried[b];
+            // With `features`, the features themselves first, then their
+            // differences by the same subtraction the pool makes.
+            let shift = if features.is_some() {
+                &[0.0; FILTERS]
+            } else {
+                level
+            };
             if y == first {
-                block::infer_row(input, b, y, conv, out);
+                block::infer_row(input, b, y, shift, conv, out);
             } else {
                 std::mem::swap(&mut conv[0], lower);
-                block::infer_row_after(input, b, y, conv, out);
+                block::infer_row_after(input, b, y, shift, conv, out);
             }
             std::mem::swap(&mut conv[1], lower);
-        }
-        if let Some(features) = features.as_deref_mut() {
-            for (b, row) in pooled.chunks_exact(ROW).enumerate() {
-                features[b * FEATURES + y * ROW..][..ROW].copy_from_slice(row);
+            if let Some(features) = features.as_deref_mut() {
+                features[b * FEATURES + y * ROW..][..ROW].copy_from_slice(out);
+                for cell in out.chunks_exact_mut(FILTERS) {
+                    for (v, l) in cell.iter_mut().zip(level) {
+                        *v -= l;
+                    }
+                }
             }
         }
         partial.fill(0.0);
@@ -671,6 +737,52 @@ mod tests {
             [0, 1, 2],
             "size 1 reorders"
         );
+    }
+
+    /// Digit-like images with MNIST's blank margins: strokes only inside
+    /// the middle 16 × 16 pixels, so that most 4×4 windows are blank.
+    fn digits(n: usize) -> Images {
+        let mut rng = SmallRng::seed_from_u64(8);
+        let pixels: Vec<u8> = (0..n * PIXELS)
+            .map(|i| {
+                let (y, x) = (i % PIXELS / SIDE, i % SIDE);
+                let inside = (6..22).contains(&y) && (6..22).contains(&x);
+                if inside && rng.random_bool(0.3) {
+                    rng.random()
+                } else {
+                    0
+                }
+            })
+            .collect();
+        parse_images(encode_images(&pixels), "test").unwrap()
+    }
+
+    #[test]
+    fn inference_starts_from_the_background_and_redoes_it_after_a_step() {
+        let device = crate::backend::host_device();
+        let mut p = Cnn::new(&device, &mut SmallRng::seed_from_u64(5)).parameters();
+        // Filters whose blank windows are live (positive bias) and dead.
+        p.conv_bias = (0..FILTERS)
+            .map(|f| if f % 2 == 0 { 0.1 } else { -0.05 })
+            .collect();
+        let model = Cnn::from_parameters(p, &device);
+        let data = Examples {
+            images: digits(64),
+            labels: (0..64).map(|i| (i % CLASSES) as u8).collect(),
+        };
+        let all: Vec<usize> = (0..64).collect();
+        let mut net = HostNet::new(&model, Optimizer::Sgd, 0.05, 0.25);
+        let before = net.logits(&data.images, &all);
+        let burn = values(model.forward(&Batch::new(&data.images, &all, &device), None));
+        assert_close(&before, &burn, "logits against Burn's forward pass");
+        assert_eq!(before[..10 * CLASSES], net.logits(&data.images, &all[..10]));
+
+        // After a step the levels and their product are the new weights'.
+        net.step(&data, &all, 1);
+        let after = net.logits(&data.images, &all);
+        assert!(after != before, "the step changed nothing");
+        let fresh = HostNet::for_inference(&net.model(&device)).logits(&data.images, &all);
+        assert!(after == fresh, "inference kept the old weights' background");
     }
 
     #[test]
