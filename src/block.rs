@@ -489,7 +489,7 @@ pub fn backward_host(
 /// its last (empty where it has none).
 fn ink_columns(row: &[f32]) -> std::ops::Range<usize> {
     match row.iter().position(|&p| p != 0.0) {
-        Some(first) => first..row.iter().rposition(|&p| p != 0.0).map_or(first, |l| l) + 1,
+        Some(first) => first..row.iter().rposition(|&p| p != 0.0).unwrap_or(first) + 1,
         None => 0..0,
     }
 }

@@ -59,7 +59,8 @@ struct RowScratch {
     /// Each image's lower conv row of the pooled row before, `[n]` rows,
     /// which the next pooled row takes as its upper one.
     carried: Vec<Vec<[f32; FILTERS]>>,
-    /// One pooled row of each image, `[n, ROW]`.
+    /// One pooled row of each image, `[n, ROW]`, less each filter's
+    /// background level ([`Background`]).
     pooled: Vec<f32>,
 }
 
@@ -369,6 +370,8 @@ impl HostNet {
         let partials = &mut self.partials;
         partials.resize(POOL_SIDE * n * HIDDEN, 0.0);
         let w1 = &self.w1;
+        // The levels are the pool's own bias, through ReLU.
+        debug_assert_eq!(input.bias, self.conv_bias, "the input's bias is the net's");
         let background = self
             .background
             .get_or_insert_with(|| Background::of(&self.conv_bias, w1));
@@ -612,10 +615,11 @@ impl Background {
 }
 
 /// One run of [`HostNet::infer_hidden`]: for each pooled row `y` of
-/// `rows` in turn, that row of every image's features into
-/// `scratch.pooled` (`[n, ROW]`) and, with `features`, into each image's
-/// features (`[n, FEATURES]`), then their product with the row's 800 rows
-/// of `w1` into its part of `partials` (`[rows.len(), n, HIDDEN]`).
+/// `rows` in turn, that row of every image's features less `level` into
+/// `scratch.pooled` (`[n, ROW]`) and, with `features`, the features
+/// themselves into each image's (`[n, FEATURES]`), then the differences'
+/// product with the row's 800 rows of `w1` into its part of `partials`
+/// (`[rows.len(), n, HIDDEN]`).
 fn run_product(
     input: &Input,
     w1: &[f32],

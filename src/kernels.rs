@@ -1531,7 +1531,9 @@ unsafe fn conv_row_generic<V: Vector, const P: usize, const F: usize>(a: ConvOpe
 /// column of the three rows (all of them where the row is wider than a
 /// mask). Every other position's sum is +0 exactly, each tap adding
 /// `k · 0 = ±0` to +0, so it is stored as that without being computed
-/// (the same bits): MNIST's digits leave about half the positions blank.
+/// (the same bits, where the weights are finite, as training keeps them:
+/// an infinite or NaN weight would have made those sums NaN): MNIST's
+/// digits leave about half the positions blank.
 #[inline(always)]
 unsafe fn inked_positions<V: Vector>(a: ConvOperands) -> (usize, usize) {
     if a.width > 64 {
@@ -2157,21 +2159,25 @@ mod tests {
             std::array::from_fn(|t| std::array::from_fn(|f| values(1, t * FILTERS + f)[0]));
         // Positions: 26 and 27 (whole blocks of 8 or 2 and a remainder, or
         // none), 10, and one.
-        // With ink everywhere, then zero but for a few columns (row 1
-        // blank, row 2 one pixel at the right edge; 70 is wider than an
-        // ink mask): each blank window's +0 is the definition's too.
+        // With ink everywhere, then zero but for a few columns (70 is wider
+        // than an ink mask): a band of three in row 0, one pixel inside row
+        // 2 (the conv rows 1 and 2 see only it, so their ink ends inside
+        // the row), rows 3-5 blank (conv row 3 has no ink at all), one
+        // pixel at the right edge of row 6: each blank window's +0 is the
+        // definition's too.
         for (width, inked) in [28, 29, 12, 3, 70]
             .into_iter()
             .flat_map(|w| [(w, false), (w, true)])
         {
-            let mut image = values(width * 5, width);
+            let mut image = values(width * 8, width);
             if inked {
                 for (i, p) in image.iter_mut().enumerate() {
                     let (y, x) = (i / width, i % width);
                     let ink = match y {
-                        1 => false,
-                        2 => x == width - 1,
-                        _ => (width / 3..width / 3 + 3).contains(&x),
+                        0 => (width / 3..width / 3 + 3).contains(&x),
+                        2 => x == width / 2,
+                        6 => x == width - 1,
+                        _ => false,
                     };
                     if !ink {
                         *p = 0.0;
@@ -2192,13 +2198,14 @@ mod tests {
             };
             // The two roundings differ somewhere, so the check below tells them apart.
             assert!(
-                (0..width - 2).any(|x| expected(0, x, true) != expected(0, x, false)),
+                (0..6)
+                    .any(|y| (0..width - 2).any(|x| expected(y, x, true) != expected(y, x, false))),
                 "width {width}"
             );
             for isa in Isa::ALL.into_iter().filter(|isa| isa.available()) {
                 // Fused where the instruction set has FMA, in order of taps.
                 let fused = isa != Isa::Portable || cfg!(target_arch = "aarch64");
-                for y in 0..3 {
+                for y in 0..6 {
                     let mut out = vec![[f32::NAN; FILTERS]; width - 2];
                     conv_row_on(isa, &image, width, y, &weight, &mut out);
                     for (x, got) in out.iter().enumerate() {
