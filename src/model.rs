@@ -10,7 +10,7 @@
 //! Burn's `Linear`. The tests hold the whole pass to the same function built
 //! from Burn's stock layers.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::activation::{log_softmax, relu, softmax};
@@ -75,7 +75,7 @@ impl Cnn {
         );
         model.hidden.weight = glorot(rng, [FEATURES, HIDDEN], FEATURES, HIDDEN, device);
         model.output.weight = glorot(rng, [HIDDEN, CLASSES], HIDDEN, CLASSES, device);
-        model
+        model.numbered()
     }
 
     /// The network's structure with zero parameters, to load saved weights
@@ -94,6 +94,26 @@ impl Cnn {
             hidden: linear(FEATURES, HIDDEN),
             output: linear(HIDDEN, CLASSES),
         }
+        .numbered()
+    }
+
+    /// The network with its parameters' ids 0 to 5, in visiting order, in
+    /// place of the random ones Burn draws for each new parameter: the ids
+    /// are saved with the weights, so that the same weights make the same
+    /// file, and the same SHA-256 in the metadata, in every run.
+    fn numbered(self) -> Self {
+        struct Numbering(u64);
+        impl ModuleMapper for Numbering {
+            fn map_float<const D: usize>(
+                &mut self,
+                mut param: Param<Tensor<D>>,
+            ) -> Param<Tensor<D>> {
+                param.id = ParamId::from(self.0);
+                self.0 += 1;
+                param
+            }
+        }
+        self.map(&mut Numbering(0))
     }
 
     /// Logits `[n, 10]`. `dropout` is given while training: the fraction
@@ -212,7 +232,7 @@ impl Cnn {
         model.hidden.bias = Some(param(hidden_bias, P::HIDDEN_BIAS, device));
         model.output.weight = param(output_weight, P::OUTPUT_WEIGHT, device);
         model.output.bias = Some(param(output_bias, P::OUTPUT_BIAS, device));
-        model
+        model.numbered()
     }
 
     /// The network on `device`, of any backend: its parameters copied over,

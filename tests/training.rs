@@ -102,15 +102,21 @@ fn the_same_seed_gives_the_same_losses_and_weights() {
         let paths = ModelPaths::new(&dir.path().join(name));
         let (_, metadata) = train::train(&job, None, &device, Some(&paths), &mut ()).unwrap();
         let saved = paths.load_weights(&device).unwrap();
-        (metadata.history[0].loss, weights(&saved))
+        let file = std::fs::read(&paths.weights).unwrap();
+        (metadata.history[0].loss, weights(&saved), file)
     };
-    let (loss_a, weights_a) = run(11, "a");
-    let (loss_b, weights_b) = run(11, "b");
-    let (loss_c, weights_c) = run(12, "c");
+    let (loss_a, weights_a, file_a) = run(11, "a");
+    let (loss_b, weights_b, file_b) = run(11, "b");
+    let (loss_c, weights_c, file_c) = run(12, "c");
     assert_eq!(loss_a, loss_b);
     assert!(weights_a == weights_b, "same seed, different weights");
+    // The same bytes too (the parameters' ids included), so that the
+    // weights' SHA-256 in the metadata tells two runs apart only when
+    // their weights differ.
+    assert!(file_a == file_b, "same seed, different weight files");
     assert_ne!(loss_a, loss_c);
     assert!(weights_a != weights_c, "different seeds, same weights");
+    assert!(file_a != file_c, "different seeds, the same weight file");
 }
 
 #[test]
@@ -145,6 +151,11 @@ fn a_resumed_run_ends_bit_identical_to_an_uninterrupted_one() {
     assert!(
         a == b,
         "resumed weights differ from the uninterrupted run's"
+    );
+    let file = |paths: &ModelPaths| std::fs::read(&paths.weights).unwrap();
+    assert!(
+        file(&straight) == file(&resumed),
+        "the resumed weight file differs from the uninterrupted run's"
     );
 }
 
