@@ -94,13 +94,14 @@ impl Cnn {
             hidden: linear(FEATURES, HIDDEN),
             output: linear(HIDDEN, CLASSES),
         }
-        .numbered()
     }
 
     /// The network with its parameters' ids 0 to 5, in visiting order, in
     /// place of the random ones Burn draws for each new parameter: the ids
     /// are saved with the weights, so that the same weights make the same
-    /// file, and the same SHA-256 in the metadata, in every run.
+    /// file, and the same SHA-256 in the metadata, in every run. For the
+    /// constructors that make new parameters ([`Cnn::new`],
+    /// [`Cnn::from_parameters`]); a loaded record brings its own ids.
     fn numbered(self) -> Self {
         struct Numbering(u64);
         impl ModuleMapper for Numbering {
